@@ -1,0 +1,55 @@
+"""Checkpoints: safetensors for the tensors plus JSON metadata in the safetensors header.
+
+Loading never executes code (no pickle). Every failure to read or validate a file is a `UserInputError`
+whose message names the file and the problem, so the CLI can report it in one line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from . import atomic
+from .errors import UserInputError
+
+METADATA_KEY = "autoguidance"
+FORMAT_VERSION = 1
+
+
+def save(path: str | os.PathLike, tensors: dict[str, torch.Tensor], metadata: dict[str, Any]) -> None:
+    """Atomically write `tensors` and JSON-serialisable `metadata` to a .safetensors file."""
+    meta = {"format_version": FORMAT_VERSION, **metadata}
+    header = {METADATA_KEY: json.dumps(meta, sort_keys=True)}
+    contiguous = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    atomic.write_with(path, lambda tmp: save_file(contiguous, str(tmp), metadata=header))
+
+
+def load(path: str | os.PathLike, kind: str | None = None) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Read a checkpoint; check that its metadata says `kind` (when given). Returns (tensors, metadata)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserInputError(f"checkpoint not found: {path}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            header = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as exc:  # safetensors raises several types for damaged files
+        raise UserInputError(f"corrupt checkpoint {path}: {str(exc).splitlines()[0] if str(exc) else exc!r}")
+    if METADATA_KEY not in header:
+        raise UserInputError(f"checkpoint {path} has no autoguidance metadata (not written by autoguidance?)")
+    try:
+        meta = json.loads(header[METADATA_KEY])
+    except json.JSONDecodeError as exc:
+        raise UserInputError(f"corrupt checkpoint {path}: metadata is not valid JSON ({exc.msg})") from None
+    if kind is not None and meta.get("kind") != kind:
+        raise UserInputError(f"checkpoint {path} holds a {meta.get('kind')!r} model, expected {kind!r}")
+    for name, t in tensors.items():
+        if t.is_floating_point() and not torch.isfinite(t).all():
+            raise UserInputError(f"checkpoint {path} has non-finite values in {name!r}")
+    return tensors, meta

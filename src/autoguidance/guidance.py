@@ -1,0 +1,131 @@
+"""Guided denoisers: a main denoiser extrapolated away from one or more guides.
+
+    D(x; sigma) = D_main + sum_i (w_i - 1) (D_main - D_i)            (autoguidance paper, eq. 1 / Sec. 2)
+
+One term whose guide is a weaker model of the same task and conditioning is *autoguidance*; one whose
+guide is the unconditional model is *classifier-free guidance*; a guide with D_i(x) = x (zero score)
+gives naive truncation, D = x + w (D_main - x); two terms interpolate CFG and autoguidance. Guides are
+evaluated only inside the guidance interval sigma_lo < sigma <= sigma_hi (Kynkaanniemi et al. 2024), and
+never for samples outside it or for a term with w = 1. No sampling and no networks live here.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from .denoiser import Denoiser, identity_denoiser
+from .errors import UserInputError
+
+
+def check_weight(w: float, name: str = "guidance weight") -> float:
+    """Reject NaN, infinite and negative guidance weights with a one-line message."""
+    w = float(w)
+    if not math.isfinite(w):
+        raise UserInputError(f"{name} must be a finite number, got {w}")
+    if w < 0:
+        raise UserInputError(f"{name} must be >= 0, got {w}")
+    return w
+
+
+def check_interval(interval: tuple[float, float] | None) -> tuple[float, float] | None:
+    if interval is None:
+        return None
+    lo, hi = (float(v) for v in interval)
+    if not (math.isfinite(lo) and lo >= 0 and hi > lo):
+        raise UserInputError(f"guidance interval must satisfy 0 <= lo < hi, got ({lo}, {hi})")
+    return lo, hi
+
+
+@dataclass(frozen=True)
+class GuideTerm:
+    """One guide D_i and its weight w_i; the term adds (w_i - 1)(D_main - D_i)."""
+
+    denoiser: Denoiser
+    weight: float
+
+
+class GuidedDenoiser:
+    """D_main + sum_i (w_i - 1)(D_main - D_i), with guides active only inside an optional interval."""
+
+    def __init__(
+        self,
+        main: Denoiser,
+        terms: Sequence[GuideTerm],
+        interval: tuple[float, float] | None = None,
+    ):
+        self.main = main
+        self.terms = [GuideTerm(t.denoiser, check_weight(t.weight)) for t in terms]
+        self.interval = check_interval(interval)
+
+    def active(self, sigma: torch.Tensor) -> torch.Tensor:
+        """Boolean (B,) mask of samples whose sigma lies in the guidance interval (lo, hi]."""
+        if self.interval is None:
+            return torch.ones(sigma.shape, dtype=torch.bool, device=sigma.device)
+        lo, hi = self.interval
+        return (sigma > lo) & (sigma <= hi)
+
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).expand(x.shape[0])
+        d_main = self.main(x, sigma, cond)
+        terms = [t for t in self.terms if t.weight != 1.0]  # w = 1 contributes nothing: skip its cost
+        if not terms:
+            return d_main
+        mask = self.active(sigma)
+        if not bool(mask.any()):
+            return d_main
+        everyone = bool(mask.all())
+        xs, ss = (x, sigma) if everyone else (x[mask], sigma[mask])
+        cs = cond if (cond is None or everyone) else cond[mask]
+        dm = d_main if everyone else d_main[mask]
+        guided = dm.clone()
+        for term in terms:
+            guided = guided + (term.weight - 1.0) * (dm - term.denoiser(xs, ss, cs))
+        if everyone:
+            return guided
+        out = d_main.clone()
+        out[mask] = guided
+        return out
+
+
+def autoguidance(
+    main: Denoiser, guide: Denoiser, w: float, interval: tuple[float, float] | None = None
+) -> GuidedDenoiser:
+    """D_w = D_guide + w (D_main - D_guide), the guide a weaker model of the same task (paper eq. 1)."""
+    return GuidedDenoiser(main, [GuideTerm(guide, w)], interval)
+
+
+def classifier_free(
+    cond_model: Denoiser, uncond_model: Denoiser, w: float, interval: tuple[float, float] | None = None
+) -> GuidedDenoiser:
+    """CFG: the guide is the unconditional model (a separate net, or the same net with a null label)."""
+    return GuidedDenoiser(cond_model, [GuideTerm(uncond_model, w)], interval)
+
+
+def truncation(main: Denoiser, scale: float, interval: tuple[float, float] | None = None) -> GuidedDenoiser:
+    """Naive score scaling D = x + scale (D_main - x): guidance by a guide with zero score."""
+    return GuidedDenoiser(main, [GuideTerm(identity_denoiser, scale)], interval)
+
+
+def interpolated(
+    main: Denoiser,
+    uncond_model: Denoiser,
+    weak_model: Denoiser,
+    w: float,
+    alpha: float,
+    interval: tuple[float, float] | None = None,
+) -> GuidedDenoiser:
+    """Blend CFG (alpha = 0) and autoguidance (alpha = 1) at total strength w (paper App. B.3):
+    w_u = (1 - alpha)(w - 1) + 1 for the unconditional guide, w_c = alpha (w - 1) + 1 for the weak one."""
+    alpha = float(alpha)
+    if not (0.0 <= alpha <= 1.0):
+        raise UserInputError(f"interpolation alpha must lie in [0, 1], got {alpha}")
+    w = check_weight(w)
+    return GuidedDenoiser(
+        main,
+        [GuideTerm(uncond_model, (1 - alpha) * (w - 1) + 1), GuideTerm(weak_model, alpha * (w - 1) + 1)],
+        interval,
+    )

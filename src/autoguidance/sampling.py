@@ -1,0 +1,116 @@
+"""Sigma schedules and the EDM samplers (Karras et al. 2022, Algorithm 2), over any denoiser.
+
+The samplers know nothing about guidance: a guided denoiser is just another denoiser.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from tqdm.auto import tqdm
+
+from .denoiser import Denoiser
+from .seeds import SeedStreams
+
+
+def edm_sigmas(
+    num_steps: int, sigma_min: float = 0.002, sigma_max: float = 80.0, rho: float = 7.0
+) -> torch.Tensor:
+    """sigma_i = (smax^(1/rho) + i/(N-1) (smin^(1/rho) - smax^(1/rho)))^rho, i < N, then sigma_N = 0
+    (EDM eq. 5). Returns N + 1 values in float64."""
+    if num_steps < 1:
+        raise ValueError(f"num_steps must be >= 1, got {num_steps}")
+    if not (0 < sigma_min <= sigma_max):
+        raise ValueError(f"need 0 < sigma_min <= sigma_max, got {sigma_min}, {sigma_max}")
+    i = torch.arange(num_steps, dtype=torch.float64)
+    denom = max(num_steps - 1, 1)
+    sig = (sigma_max ** (1 / rho) + i / denom * (sigma_min ** (1 / rho) - sigma_max ** (1 / rho))) ** rho
+    return torch.cat([sig, torch.zeros(1, dtype=torch.float64)])
+
+
+@dataclass(frozen=True)
+class Churn:
+    """Stochastic churn (EDM Algorithm 2): at s_min <= sigma_i <= s_max raise the noise level by
+    gamma = min(s_churn / N, sqrt(2) - 1) with fresh noise scaled by s_noise. s_churn = 0 is the ODE."""
+
+    s_churn: float = 0.0
+    s_min: float = 0.0
+    s_max: float = math.inf
+    s_noise: float = 1.0
+
+
+@dataclass
+class Trajectory:
+    """States x_i at each sigma_i (N + 1, B, ...) and the denoised estimates D(x_i; sigma_i) (N, B, ...)."""
+
+    sigmas: torch.Tensor
+    states: torch.Tensor
+    denoised: torch.Tensor
+
+
+def sample(
+    denoiser: Denoiser,
+    latents: torch.Tensor,
+    sigmas: torch.Tensor,
+    cond: torch.Tensor | None = None,
+    *,
+    solver: str = "heun",
+    churn: Churn | None = None,
+    streams: SeedStreams | None = None,
+    return_trajectory: bool = False,
+    progress: bool = False,
+    callback: Callable[[int, torch.Tensor], None] | None = None,
+) -> torch.Tensor | tuple[torch.Tensor, Trajectory]:
+    """Integrate from x_0 = sigmas[0] * latents down to sigmas[-1] (usually 0).
+
+    latents: (B, ...) unit Gaussian noise (seeded per sample, see `seeds.SeedStreams`).
+    solver: "heun" (2N - 1 evaluations) or "euler" (N evaluations).
+    churn: stochastic churn; its noise is drawn from `streams` so that seeds stay batch-independent.
+    Returns the final samples, and a `Trajectory` when `return_trajectory`.
+    """
+    if solver not in ("heun", "euler"):
+        raise ValueError(f"unknown solver {solver!r}: use 'heun' or 'euler'")
+    churn = churn or Churn()
+    if churn.s_churn > 0 and streams is None:
+        raise ValueError("stochastic churn needs per-sample SeedStreams for its noise")
+    n = len(sigmas) - 1
+    batch = latents.shape[0]
+    sig = [float(s) for s in sigmas]
+    x = latents * sig[0]
+    states, denoised = [x], []
+
+    def d_eval(x_in: torch.Tensor, s: float) -> torch.Tensor:
+        return denoiser(x_in, torch.full((batch,), s, dtype=x_in.dtype, device=x_in.device), cond)
+
+    for i in tqdm(range(n), disable=not progress, desc="sampling", leave=False):
+        s_cur, s_next = sig[i], sig[i + 1]
+        # Churn: x_hat at s_hat = s (1 + gamma) with variance topped up by s_hat^2 - s^2 (EDM Alg. 2, l. 5-7).
+        gamma = 0.0
+        if churn.s_churn > 0 and churn.s_min <= s_cur <= churn.s_max:
+            gamma = min(churn.s_churn / n, math.sqrt(2) - 1)
+        s_hat = s_cur * (1 + gamma)
+        x_hat = x
+        if gamma > 0:
+            eps = streams.randn(x.shape[1:], device=x.device, dtype=x.dtype)
+            x_hat = x + math.sqrt(s_hat**2 - s_cur**2) * churn.s_noise * eps
+        # Euler step along dx/dsigma = (x - D) / sigma (EDM eq. 4 with sigma(t) = t).
+        d_hat = d_eval(x_hat, s_hat)
+        slope = (x_hat - d_hat) / s_hat
+        x_next = x_hat + (s_next - s_hat) * slope
+        # Heun's second-order correction, skipped on the last step to sigma = 0.
+        if solver == "heun" and s_next > 0:
+            slope_next = (x_next - d_eval(x_next, s_next)) / s_next
+            x_next = x_hat + (s_next - s_hat) * 0.5 * (slope + slope_next)
+        x = x_next
+        if return_trajectory:
+            states.append(x)
+            denoised.append(d_hat)
+        if callback is not None:
+            callback(i, x)
+    if return_trajectory:
+        traj = Trajectory(sigmas=sigmas, states=torch.stack(states), denoised=torch.stack(denoised))
+        return x, traj
+    return x
