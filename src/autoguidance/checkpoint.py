@@ -40,7 +40,8 @@ def load(path: str | os.PathLike, kind: str | None = None) -> tuple[dict[str, to
             header = f.metadata() or {}
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as exc:  # safetensors raises several types for damaged files
-        raise UserInputError(f"corrupt checkpoint {path}: {str(exc).splitlines()[0] if str(exc) else exc!r}")
+        detail = str(exc).splitlines()[0] if str(exc) else repr(exc)
+        raise UserInputError(f"corrupt checkpoint {path}: {detail}") from None
     if METADATA_KEY not in header:
         raise UserInputError(f"checkpoint {path} has no autoguidance metadata (not written by autoguidance?)")
     try:

@@ -13,8 +13,9 @@ import torch
 
 
 class Denoiser(Protocol):
-    def __call__(self, x: torch.Tensor, sigma: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
-        ...
+    def __call__(
+        self, x: torch.Tensor, sigma: torch.Tensor, cond: torch.Tensor | None = None
+    ) -> torch.Tensor: ...
 
 
 def expand_sigma(sigma: torch.Tensor | float, x: torch.Tensor) -> torch.Tensor:
@@ -38,3 +39,12 @@ def denoiser_from_score(score: torch.Tensor, x: torch.Tensor, sigma: torch.Tenso
 def identity_denoiser(x: torch.Tensor, sigma: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
     """D(x) = x: the zero score. As a guide it turns guidance into naive score scaling (truncation)."""
     return x
+
+
+def without_condition(denoiser: Denoiser) -> Denoiser:
+    """The unconditional view of a denoiser: it is called with cond=None whatever the caller passes."""
+
+    def unconditional(x: torch.Tensor, sigma: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        return denoiser(x, sigma, None)
+
+    return unconditional

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .denoiser import Denoiser, identity_denoiser
+from .denoiser import Denoiser, identity_denoiser, without_condition
 from .errors import UserInputError
 
 
@@ -68,7 +68,9 @@ class GuidedDenoiser:
         lo, hi = self.interval
         return (sigma > lo) & (sigma <= hi)
 
-    def __call__(self, x: torch.Tensor, sigma: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+    def __call__(
+        self, x: torch.Tensor, sigma: torch.Tensor, cond: torch.Tensor | None = None
+    ) -> torch.Tensor:
         sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).expand(x.shape[0])
         d_main = self.main(x, sigma, cond)
         terms = [t for t in self.terms if t.weight != 1.0]  # w = 1 contributes nothing: skip its cost
@@ -101,8 +103,9 @@ def autoguidance(
 def classifier_free(
     cond_model: Denoiser, uncond_model: Denoiser, w: float, interval: tuple[float, float] | None = None
 ) -> GuidedDenoiser:
-    """CFG: the guide is the unconditional model (a separate net, or the same net with a null label)."""
-    return GuidedDenoiser(cond_model, [GuideTerm(uncond_model, w)], interval)
+    """CFG: the guide is the unconditional model (a separate net, or the same net with a null label).
+    It is always called with cond=None, so an unconditional network that refuses labels plugs in."""
+    return GuidedDenoiser(cond_model, [GuideTerm(without_condition(uncond_model), w)], interval)
 
 
 def truncation(main: Denoiser, scale: float, interval: tuple[float, float] | None = None) -> GuidedDenoiser:
@@ -126,6 +129,9 @@ def interpolated(
     w = check_weight(w)
     return GuidedDenoiser(
         main,
-        [GuideTerm(uncond_model, (1 - alpha) * (w - 1) + 1), GuideTerm(weak_model, alpha * (w - 1) + 1)],
+        [
+            GuideTerm(without_condition(uncond_model), (1 - alpha) * (w - 1) + 1),
+            GuideTerm(weak_model, alpha * (w - 1) + 1),
+        ],
         interval,
     )

@@ -58,7 +58,16 @@ class SeedStreams:
         return sub
 
     def randn(self, shape: Sequence[int], device=None, dtype=torch.float32) -> torch.Tensor:
-        out = torch.stack([torch.randn(tuple(shape), generator=g, dtype=torch.float64) for g in self.generators])
+        out = torch.stack(
+            [torch.randn(tuple(shape), generator=g, dtype=torch.float64) for g in self.generators]
+        )
+        return out.to(device=device, dtype=dtype)
+
+    def rand(self, shape: Sequence[int] = (), device=None, dtype=torch.float32) -> torch.Tensor:
+        """Uniform [0, 1) draws, (B, *shape)."""
+        out = torch.stack(
+            [torch.rand(tuple(shape), generator=g, dtype=torch.float64) for g in self.generators]
+        )
         return out.to(device=device, dtype=dtype)
 
     def randint(self, high: int, device=None) -> torch.Tensor:

@@ -24,6 +24,15 @@ def normalize(w: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
     return w / (eps + norm / math.sqrt(fan_in)).to(w.dtype)
 
 
+def pixel_norm(x: torch.Tensor, dim: int = 1, eps: float = 1e-4) -> torch.Tensor:
+    """Scale `x` to RMS 1 along `dim` only: x / (eps + ||x||_dim / sqrt(n)) (EDM2 eq. 66 on activations).
+
+    Used as the encoder's pixel norm (dim = channels) and on attention q, k, v (dim = head channels).
+    """
+    norm = torch.linalg.vector_norm(x, dim=dim, keepdim=True, dtype=torch.float32)
+    return x / (eps + norm / math.sqrt(x.shape[dim])).to(x.dtype)
+
+
 def mp_silu(x: torch.Tensor) -> torch.Tensor:
     """MP-SiLU: silu(x) / 0.596 (EDM2 eq. 81)."""
     return F.silu(x) / SILU_MAGNITUDE

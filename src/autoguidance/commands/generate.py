@@ -1,0 +1,268 @@
+"""`autoguidance generate`: images from a trained network, optionally autoguided, as PNGs or a grid.
+
+A thin shell over `generation.generate_images`. Under torchrun each process generates its share of the
+seeds (`generation.shard_seeds`, whole batches) and writes its own PNGs; for --grid the images are
+gathered as tensors and rank 0 writes the grid. All input is validated before anything is written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from typing import Any
+
+import click
+import torch
+from torch import distributed as dist
+
+from .. import atomic
+from ..errors import UserInputError
+from ..generation import check_class_label, gather_sharded, generate_images, guided_denoiser, shard_seeds
+from ..guidance import check_interval, check_weight
+from ..images import make_grid, save_png
+from ..nets.io import load_network
+from ..nets.precond import EDM2Denoiser
+from ..seeds import parse_seeds
+
+METADATA_NAME = "generate.json"
+GRID_NAME = "grid.png"
+
+
+def parse_weights(text: str) -> list[float]:
+    """'2' or '1,1.5,2.1' -> guidance weights; UserInputError for non-numbers, NaN or negatives."""
+    weights = []
+    for part in text.split(","):
+        try:
+            w = float(part.strip())
+        except ValueError:
+            raise UserInputError(f"bad guidance weight {part.strip()!r}: expected a number") from None
+        weights.append(check_weight(w))
+    return weights
+
+
+def parse_interval(text: str) -> tuple[float, float]:
+    """'LO,HI' -> (lo, hi), the sigma interval (lo, hi] where the guide is used."""
+    parts = text.split(",")
+    try:
+        lo, hi = (float(p.strip()) for p in parts)
+    except ValueError:
+        raise UserInputError(f"bad guidance interval {text!r}: expected LO,HI (two numbers)") from None
+    checked = check_interval((lo, hi))
+    assert checked is not None
+    return checked
+
+
+def seed_file(seed: int) -> str:
+    return f"seed{seed:06d}.png"
+
+
+def weight_dir(w: float) -> str:
+    return f"w{w:g}"
+
+
+@dataclass(frozen=True)
+class Dist:
+    """This process's place under torchrun (rank 0 of 1 without it)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @classmethod
+    def from_env(cls) -> Dist:
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        return cls(int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0")))
+
+    def init(self) -> None:
+        # gloo even on GPUs: we only exchange a few uint8 images and timings, as CPU tensors.
+        if self.world_size > 1 and not dist.is_initialized():
+            dist.init_process_group("gloo")
+
+    def barrier(self) -> None:
+        if self.world_size > 1:
+            dist.barrier()
+
+    def max(self, value: float) -> float:
+        if self.world_size == 1:
+            return value
+        t = torch.tensor([value], dtype=torch.float64)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return float(t)
+
+    def close(self) -> None:
+        if self.world_size > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _resolve_device(name: str, d: Dist) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise UserInputError("--device cuda, but CUDA is not available on this machine")
+        return torch.device("cuda", d.local_rank % torch.cuda.device_count())
+    return torch.device("cpu")
+
+
+def _provenance(path: str, meta: dict[str, Any]) -> dict[str, Any]:
+    digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    return {"path": str(Path(path).resolve()), "sha256": digest, "metadata": meta}
+
+
+def _grid_layout(net: EDM2Denoiser, seeds: list[int], weights: list[float], class_label: int | None) -> dict:
+    """Rows and columns of the grid (the paper's Figure 4 layout), as plain data for the metadata.
+
+    Conditional net without --class: a row per class, columns = weights x seeds (weight-major).
+    Otherwise a single class (or none): rows = seeds and columns = weights when several weights, else
+    one row with a column per seed.
+    """
+    label_dim = net.config.label_dim
+    if label_dim > 0 and class_label is None:
+        return {"rows": "class", "row_values": list(range(label_dim)), "columns": "weight x seed",
+                "column_values": [[w, s] for w in weights for s in seeds]}
+    if len(weights) > 1:
+        return {"rows": "seed", "row_values": seeds, "columns": "weight", "column_values": weights}
+    return {"rows": "-", "row_values": [None], "columns": "seed", "column_values": seeds}
+
+
+@click.command("generate")
+@click.option("--net", "net_path", required=True, help="Checkpoint of the main network (.safetensors).")
+@click.option("--guide", "guide_path", default=None,
+              help="Checkpoint of the guide: a weaker model of the same task (autoguidance), or an "
+                   "unconditional one for a conditional net (CFG).")
+@click.option("--guidance", "guidance_text", default=None,
+              help="Guidance weight W, or W1,W2,... (needs --guide; 1 = no guidance).")
+@click.option("--interval", "interval_text", default=None,
+              help="LO,HI: use the guide only for LO < sigma <= HI.")
+@click.option("--seeds", "seeds_text", default="0-63", show_default=True, help="Seeds, e.g. 0-63 or 0-3,10.")
+@click.option("--class", "class_label", type=int, default=None,
+              help="Generate this class only (conditional nets); default: a class drawn per seed.")
+@click.option("--steps", type=int, default=32, show_default=True,
+              help="Heun steps (2 steps - 1 network evaluations).")
+@click.option("--batch", type=int, default=64, show_default=True, help="Images per batch per process.")
+@click.option("--grid", is_flag=True,
+              help="Write one grid.png instead of per-seed PNGs: rows = classes (conditional nets), "
+                   "columns = guidance weights (several) or seeds (one weight).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--out", "out_dir", required=True, help="Output folder.")
+def generate(
+    net_path: str,
+    guide_path: str | None,
+    guidance_text: str | None,
+    interval_text: str | None,
+    seeds_text: str,
+    class_label: int | None,
+    steps: int,
+    batch: int,
+    grid: bool,
+    device: str,
+    out_dir: str,
+) -> None:
+    """Generate images (one PNG per seed, or a grid) with optional autoguidance."""
+    t_start = time.perf_counter()
+    d = Dist.from_env()
+    # --- validate everything before writing anything ------------------------------------------------
+    seeds = parse_seeds(seeds_text)
+    if steps < 1:
+        raise UserInputError(f"--steps must be >= 1, got {steps}")
+    if batch < 1:
+        raise UserInputError(f"--batch must be >= 1, got {batch}")
+    weights = parse_weights(guidance_text) if guidance_text is not None else [1.0]
+    if guide_path is None and any(w != 1.0 for w in weights):
+        raise UserInputError("--guidance needs --guide (the network to guide with)")
+    if guide_path is not None and guidance_text is None:
+        raise UserInputError("--guide needs --guidance W (for example 2.0; 1 = no guidance)")
+    interval = parse_interval(interval_text) if interval_text is not None else None
+    if interval is not None and guide_path is None:
+        raise UserInputError("--interval needs --guide")
+    dev = _resolve_device(device, d)
+    net, net_meta = load_network(net_path, device=dev)
+    guide, guide_meta = load_network(guide_path, device=dev) if guide_path else (None, None)
+    check_class_label(net, class_label)
+    for w in weights:
+        guided_denoiser(net, guide, w, interval)  # checks the guide against the net, w and the interval
+    t_loaded = time.perf_counter()
+
+    # --- generate: this process's share of the seeds -------------------------------------------------
+    d.init()
+    try:
+        out = Path(out_dir)
+        mine = shard_seeds(seeds, d.rank, d.world_size, batch)
+        progress = d.rank == 0 and sys.stderr.isatty()
+        kwargs = dict(guide=guide, interval=interval, num_steps=steps, batch_size=batch, progress=progress)
+        layout = _grid_layout(net, seeds, weights, class_label) if grid else None
+        outputs: list[str] = []
+        labels_by_seed: dict[str, int] = {}
+        cells: dict[tuple[int | None, float], torch.Tensor] = {}
+        rows = layout["row_values"] if layout and layout["rows"] == "class" else [class_label]
+        for row_class in rows:
+            for w in weights:
+                images, labels = generate_images(net, mine, guidance=w, class_label=row_class, **kwargs)
+                if grid:
+                    cells[(row_class, w)] = gather_sharded(images, len(seeds), batch)
+                    continue
+                sub = out / weight_dir(w) if len(weights) > 1 else out
+                for seed, image in zip(mine, images, strict=True):
+                    save_png(sub / seed_file(seed), image)
+                outputs += [str((sub / seed_file(s)).relative_to(out)) for s in seeds]
+                if labels is not None and not labels_by_seed:  # the same for every w: drawn per seed
+                    everyone = gather_sharded(labels, len(seeds), batch)
+                    labels_by_seed = {str(s): int(k) for s, k in zip(seeds, everyone, strict=True)}
+        gen_s = d.max(time.perf_counter() - t_loaded)  # the slowest process sets the wall time
+        d.barrier()  # every rank's PNGs are on disk before rank 0 describes them
+        if d.rank != 0:
+            return
+        if grid:
+            save_png(out / GRID_NAME, make_grid(_grid_cells(cells, layout, weights)))
+            outputs = [GRID_NAME]
+        n_images = len(seeds) * len(weights) * len(rows)
+        meta = {
+            "command": "generate",
+            "settings": {
+                "seeds": seeds_text, "num_seeds": len(seeds), "guidance": weights,
+                "interval": list(interval) if interval else None, "class": class_label, "solver": "heun",
+                "num_steps": steps, "sigma_min": 0.002, "sigma_max": 80.0, "rho": 7.0, "batch": batch,
+                "device": str(dev), "world_size": d.world_size, "grid": grid,
+            },
+            "net": _provenance(net_path, net_meta),
+            "guide": _provenance(guide_path, guide_meta) if guide_path else None,
+            "grid_layout": layout,
+            "outputs": outputs,
+            "labels": labels_by_seed or None,
+            "timings": {
+                "load_s": t_loaded - t_start, "generate_s": gen_s, "images": n_images,
+                "images_per_s": n_images / gen_s if gen_s > 0 else math.inf,
+            },
+            "versions": {"autoguidance": _version(), "torch": torch.__version__},
+        }
+        atomic.write_json(out / METADATA_NAME, meta)
+        click.echo(f"wrote {n_images} images to {out}" + (f" ({GRID_NAME})" if grid else ""))
+    finally:
+        d.close()
+
+
+def _grid_cells(
+    cells: dict[tuple[int | None, float], torch.Tensor], layout: dict, weights: list[float]
+) -> torch.Tensor:
+    """Arrange gathered images {(class, w): (S, H, W, C)} as (rows, cols, H, W, C) for `layout`."""
+    if layout["rows"] == "class":
+        # Row k: weight-major columns, the seeds of each weight side by side.
+        return torch.stack([torch.cat([cells[(k, w)] for w in weights]) for k in layout["row_values"]])
+    (row_class,) = {k for k, _ in cells}
+    per_weight = torch.stack([cells[(row_class, w)] for w in weights], dim=1)  # (S, W, H, W, C)
+    if layout["rows"] == "seed":
+        return per_weight
+    return per_weight[:, 0][None]  # one row, a column per seed
+
+
+def _version() -> str:
+    try:
+        return importlib_metadata.version("autoguidance")
+    except importlib_metadata.PackageNotFoundError:
+        return "unknown"

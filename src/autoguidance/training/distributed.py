@@ -1,0 +1,80 @@
+"""One process or many: the same training code runs plain or under `torchrun`.
+
+Under torchrun (RANK / WORLD_SIZE / LOCAL_RANK in the environment) the process group is initialised
+from the environment, NCCL on CUDA and gloo on the CPU; otherwise rank 0 of 1 with no process group.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as tdist
+
+from ..errors import UserInputError
+
+
+@dataclass
+class Distributed:
+    """Where this process stands: its rank among world_size processes and the device it computes on."""
+
+    rank: int
+    world_size: int
+    device: torch.device
+    owns_group: bool  # we initialised the process group, so we tear it down
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0 alone writes files, logs and draws the progress bar."""
+        return self.rank == 0
+
+    def mean(self, value: torch.Tensor) -> torch.Tensor:
+        """The mean of a tensor over all ranks (a collective: every rank must call it)."""
+        if self.world_size == 1:
+            return value
+        value = value.clone()
+        tdist.all_reduce(value, op=tdist.ReduceOp.SUM)
+        return value / self.world_size
+
+    def barrier(self) -> None:
+        if self.world_size > 1:
+            tdist.barrier()
+
+    def close(self) -> None:
+        if self.owns_group and tdist.is_initialized():
+            tdist.destroy_process_group()
+            self.owns_group = False
+
+
+def launched_by_torchrun() -> bool:
+    return "RANK" in os.environ and "WORLD_SIZE" in os.environ
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """'cpu', 'cuda' (or None: CUDA when available) as a torch.device; UserInputError if unusable."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise UserInputError(f"unknown device {device!r}: use cpu or cuda") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise UserInputError(f"unsupported device {device!r}: use cpu or cuda")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UserInputError("device 'cuda' requested but CUDA is not available here")
+    return dev
+
+
+def setup(device: str | torch.device | None = None) -> Distributed:
+    """Join the torchrun process group if launched by torchrun; pick this rank's device."""
+    dev = resolve_device(device)
+    if not launched_by_torchrun():
+        return Distributed(rank=0, world_size=1, device=dev, owns_group=False)
+    if dev.type == "cuda":
+        dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))  # one GPU per local rank
+        torch.cuda.set_device(dev)
+    owns = not tdist.is_initialized()
+    if owns:
+        tdist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
+    return Distributed(rank=tdist.get_rank(), world_size=tdist.get_world_size(), device=dev, owns_group=owns)

@@ -1,0 +1,360 @@
+"""Training an EDM2 image denoiser: one loop for one process or many (torchrun), resumable bit-exactly.
+
+Units: `duration`, `snapshot_every` and `checkpoint_every` count training images (the run takes
+ceil(duration / batch_size) iterations); the learning-rate schedule's `t_ref` and `warmup` count iterations
+(MATH.md "Training"); the power-function EMA's time t counts images (t = images seen after the step).
+
+Reproducibility: the batch rows of step k are a pure function of (seed, k) (data.batch_indices), the noise
+and sigma of each sample a pure function of (seed, k, position in the global batch) (noise.py), and the
+initial weights come from `seed`. A run is therefore determined by its config alone: rerunning `train` on
+its folder resumes from training-state.safetensors to the same final weights as an uninterrupted run, and
+1 or N processes see the same global batches (weights then agree to float rounding; with dropout > 0 the
+dropout masks differ between process counts, since each rank draws its own).
+
+Files in run_dir: training-config.json, training-state.safetensors, log.jsonl, snapshots/ (EMA snapshots
+for post-hoc reconstruction), and at the end network-final.safetensors (raw weights) and
+network-ema-<sigma_rel>.safetensors (one per tracked EMA).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from .. import atomic
+from ..data import batch_indices, load_dataset
+from ..errors import UserInputError
+from ..nets.io import save_network
+from ..nets.precond import build
+from ..nets.presets import PRESET_NAMES, preset_config
+from . import distributed, phema
+from .ema import PowerFunctionEMA, sigma_rel_to_gamma
+from .export import sigma_rel_tag
+from .loss import denoising_loss
+from .noise import DOMAIN_DROPOUT, sample_seed, training_noise
+from .state import load_training_state, read_training_state, save_training_state
+
+STATE_FILE = "training-state.safetensors"
+CONFIG_FILE = "training-config.json"
+LOG_FILE = "log.jsonl"
+FINAL_FILE = "network-final.safetensors"
+
+# Fields that may change when a run is continued: they do not alter the trajectory of the weights
+# (the learning-rate schedule does not depend on the run length), so a finished run can be extended.
+RESUMABLE_FIELDS = ("duration", "checkpoint_every")
+
+_MAX_SEED = 2**63 - 1
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that determines a training run (stored as JSON in the run folder and its checkpoints).
+
+    dataset: a `data.load_dataset` spec ('mnist', 'digits', 'mnist:all', a folder or .zip).
+    preset: model size (nets.presets: xxs, xs, s, m). cond: class-conditional (needs labels) or not.
+    batch_size: global batch (images per iteration, over all processes).
+    duration: training images; the run takes ceil(duration / batch_size) iterations.
+    p_mean, p_std: ln sigma ~ N(p_mean, p_std^2) (ImageNet-64's -0.8 / 1.6 suits small images).
+    lr_ref, t_ref, warmup: lr = lr_ref / sqrt(max(t / t_ref, 1)) * min(t / warmup, 1), t the iteration
+        number (1-based) (EDM2 eq. 121 with a linear warm-up); t_ref and warmup count iterations.
+    adam_betas, adam_eps: Adam's hyperparameters (EDM2: (0.9, 0.99), 1e-8; no weight decay).
+    ema_sigma_rels: power-function EMA widths tracked during training (and snapshotted).
+    snapshot_every, checkpoint_every: images between EMA snapshots / training-state checkpoints.
+    seed: initial weights, data order and noise. dropout: the UNet's dropout probability.
+    """
+
+    dataset: str = "mnist"
+    preset: str = "s"
+    cond: bool = True
+    batch_size: int = 64
+    duration: int = 1_048_576
+    p_mean: float = -0.8
+    p_std: float = 1.6
+    lr_ref: float = 1e-2
+    t_ref: int = 2000
+    warmup: int = 200
+    adam_betas: tuple[float, float] = (0.9, 0.99)
+    adam_eps: float = 1e-8
+    ema_sigma_rels: tuple[float, ...] = (0.05, 0.10)
+    snapshot_every: int = 32768
+    checkpoint_every: int = 131072
+    seed: int = 0
+    dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        # Tuples, so that a config read back from JSON (lists) compares equal to the original.
+        object.__setattr__(self, "adam_betas", tuple(float(b) for b in self.adam_betas))
+        object.__setattr__(self, "ema_sigma_rels", tuple(float(s) for s in self.ema_sigma_rels))
+        if not isinstance(self.dataset, str) or not self.dataset:
+            raise UserInputError("dataset must be a non-empty string")
+        if self.preset not in PRESET_NAMES:
+            valid = ", ".join(PRESET_NAMES)
+            raise UserInputError(f"unknown model preset {self.preset!r}; valid presets: {valid}")
+        for name in ("batch_size", "duration", "t_ref", "snapshot_every", "checkpoint_every"):
+            _check_int(name, getattr(self, name), minimum=1)
+        _check_int("warmup", self.warmup, minimum=0)
+        _check_int("seed", self.seed, minimum=0, maximum=_MAX_SEED)
+        for name in ("p_mean", "p_std", "lr_ref", "adam_eps", "dropout"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise UserInputError(f"{name} must be a finite number, got {value!r}")
+        if self.p_std <= 0 or self.lr_ref <= 0 or self.adam_eps <= 0:
+            raise UserInputError("p_std, lr_ref and adam_eps must be positive")
+        if not 0.0 <= self.dropout < 1.0:
+            raise UserInputError(f"dropout must lie in [0, 1), got {self.dropout}")
+        if len(self.adam_betas) != 2 or not all(0.0 <= b < 1.0 for b in self.adam_betas):
+            raise UserInputError(f"adam_betas must be two numbers in [0, 1), got {self.adam_betas}")
+        if not self.ema_sigma_rels:
+            raise UserInputError("track at least one EMA sigma_rel")
+        for s in self.ema_sigma_rels:
+            sigma_rel_to_gamma(s)  # raises UserInputError when out of range
+
+    @property
+    def total_steps(self) -> int:
+        """Iterations of the full run: ceil(duration / batch_size)."""
+        return -(-self.duration // self.batch_size)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["adam_betas"], d["ema_sigma_rels"] = list(self.adam_betas), list(self.ema_sigma_rels)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Any) -> TrainConfig:
+        """Inverse of `to_dict`; unknown keys or bad values raise UserInputError."""
+        if not isinstance(d, dict):
+            raise UserInputError(f"training config must be a JSON object, got {type(d).__name__}")
+        unknown = sorted(set(d) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise UserInputError(f"unknown training config keys {unknown}")
+        return cls(**d)
+
+
+def _check_int(name: str, value: Any, minimum: int, maximum: int | None = None) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum or (
+        maximum is not None and value > maximum
+    ):
+        bound = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
+        raise UserInputError(f"{name} must be an integer {bound}, got {value!r}")
+
+
+def learning_rate(config: TrainConfig, step: int) -> float:
+    """Learning rate of iteration `step` (0-based): lr_ref / sqrt(max(t / t_ref, 1)) (EDM2 eq. 121),
+    t = step + 1, times a linear warm-up min(t / warmup, 1)."""
+    t = step + 1
+    lr = config.lr_ref / math.sqrt(max(t / config.t_ref, 1.0))
+    return lr * min(t / config.warmup, 1.0) if config.warmup > 0 else lr
+
+
+def ema_network_path(run_dir: str | Path, sigma_rel: float) -> Path:
+    return Path(run_dir) / f"network-ema-{sigma_rel_tag(sigma_rel)}.safetensors"
+
+
+def _crossed(interval: int, step: int, batch_size: int) -> bool:
+    """Did iteration `step` (1-based count after it) take the image count past a multiple of `interval`?"""
+    return (step * batch_size) // interval > ((step - 1) * batch_size) // interval
+
+
+def _check_same_run(config: TrainConfig, stored: Any, source: Path) -> None:
+    """UserInputError unless `stored` (a config dict) matches `config` up to RESUMABLE_FIELDS."""
+    old = TrainConfig.from_dict(stored)
+    diffs = [
+        f"{f.name} {getattr(old, f.name)!r} -> {getattr(config, f.name)!r}"
+        for f in dataclasses.fields(TrainConfig)
+        if f.name not in RESUMABLE_FIELDS and getattr(old, f.name) != getattr(config, f.name)
+    ]
+    if diffs:
+        raise UserInputError(
+            f"{source} belongs to a run with a different config ({'; '.join(diffs)}): use another folder"
+        )
+
+
+def _trim_log(path: Path, step: int) -> None:
+    """Drop log records past `step` (written after the checkpoint a run resumes from), so none repeat."""
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line)["step"] <= step:
+                kept.append(line)
+        except (json.JSONDecodeError, KeyError, TypeError):
+            continue  # a line cut short by a crash
+    atomic.write_text(path, "".join(f"{line}\n" for line in kept))
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """Where `train` stopped: iterations done, images seen, and whether the run is complete."""
+
+    steps: int
+    images: int
+    finished: bool
+
+
+def train(
+    config: TrainConfig,
+    run_dir: str | Path,
+    progress: bool = True,
+    device: str | torch.device | None = None,
+    stop_after: int | None = None,
+    log_every: int = 10,
+) -> TrainResult:
+    """Train (or resume training) the run described by `config` in `run_dir`.
+
+    device: 'cpu', 'cuda' or None (CUDA when available); under torchrun each rank uses cuda:LOCAL_RANK.
+    stop_after: stop once this many iterations are done (saving the training state, as an interruption
+    would); rerunning later continues. log_every: iterations per log.jsonl record (loss averaged over them).
+    The caller's global torch RNG state is left as it was.
+    """
+    if stop_after is not None and (isinstance(stop_after, bool) or stop_after < 0):
+        raise UserInputError(f"stop_after must be a non-negative iteration count, got {stop_after}")
+    if log_every < 1:
+        raise UserInputError(f"log_every must be >= 1, got {log_every}")
+    dist = distributed.setup(device)
+    try:
+        cuda = [dist.device.index or 0] if dist.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda):  # we reseed torch's generators; restore them afterwards
+            return _train(config, Path(run_dir), dist, progress, stop_after, log_every)
+    finally:
+        dist.close()
+
+
+def _train(
+    config: TrainConfig,
+    run_dir: Path,
+    dist: distributed.Distributed,
+    progress: bool,
+    stop_after: int | None,
+    log_every: int,
+) -> TrainResult:
+    device, batch = dist.device, config.batch_size
+    state_path, config_path, log_path = run_dir / STATE_FILE, run_dir / CONFIG_FILE, run_dir / LOG_FILE
+
+    # ---- data and model
+    dataset = load_dataset(config.dataset)
+    if config.cond and not dataset.labelled:
+        raise UserInputError(f"dataset {dataset.name!r} has no labels: train it unconditionally (--uncond)")
+    if batch % dist.world_size:
+        raise UserInputError(f"batch size {batch} is not divisible by the {dist.world_size} processes")
+    label_dim = dataset.num_classes if config.cond else 0
+    net_config = preset_config(config.preset, dataset.resolution, dataset.channels, label_dim, config.dropout)
+    torch.manual_seed(config.seed)  # initial weights: identical on every rank and in every rerun
+    net = build(net_config).to(device).train()
+    opt = torch.optim.Adam(net.parameters(), lr=config.lr_ref, betas=config.adam_betas, eps=config.adam_eps)
+    ema = PowerFunctionEMA(net, config.ema_sigma_rels)
+
+    # ---- resume
+    step, elapsed_before = 0, 0.0
+    if config_path.exists():
+        try:
+            stored = json.loads(config_path.read_text())
+        except json.JSONDecodeError:
+            raise UserInputError(f"{config_path} is not valid JSON") from None
+        _check_same_run(config, stored, config_path)
+    if state_path.exists():
+        _check_same_run(config, read_training_state(state_path)[1].get("train_config"), state_path)
+        meta = load_training_state(state_path, net, opt, ema)
+        step, elapsed_before = meta["step"], float(meta.get("elapsed", 0.0))
+    if step > config.total_steps:
+        raise UserInputError(
+            f"{state_path} is at iteration {step}, past this config's {config.total_steps} "
+            f"(duration {config.duration} images): give a longer duration"
+        )
+    if dist.is_main:
+        atomic.write_json(config_path, config.to_dict())
+        _trim_log(log_path, step)
+
+    model = net
+    if dist.world_size > 1:  # averages gradients across ranks during backward
+        device_ids = [device] if device.type == "cuda" else None
+        model = torch.nn.parallel.DistributedDataParallel(net, device_ids=device_ids)
+    images = dataset.images.to(device)
+    labels = dataset.labels.to(device) if config.cond else None
+    share = batch // dist.world_size
+    positions = range(dist.rank * share, (dist.rank + 1) * share)  # this rank's slots in the global batch
+    end = config.total_steps if stop_after is None else min(config.total_steps, stop_after)
+    provenance = {
+        "dataset": dataset.name, "dataset_size": len(dataset), "preset": config.preset, "cond": config.cond,
+        "train_config": config.to_dict(), "net": net_config.to_dict(), "world_size": dist.world_size,
+    }
+
+    def save_state() -> None:
+        if dist.is_main:
+            elapsed = elapsed_before + time.perf_counter() - start_time
+            save_training_state(state_path, net, opt, ema, step, {**provenance, "elapsed": elapsed})
+
+    # ---- training loop
+    log_file = open(log_path, "a", buffering=1) if dist.is_main else None  # line-buffered appends
+    bar = tqdm(total=config.total_steps, initial=step, unit="it", disable=not (progress and dist.is_main))
+    start_time = last_time = time.perf_counter()
+    last_step, loss_sum, saved_at = step, torch.zeros((), device=device), step if state_path.exists() else -1
+    try:
+        while step < end:
+            rows = batch_indices(len(dataset), batch, step, config.seed, dist.rank, dist.world_size)
+            rows = rows.to(device)
+            noise, normal = training_noise(config.seed, step, positions, dataset.shape, device)
+            lr = learning_rate(config, step)
+            for group in opt.param_groups:
+                group["lr"] = lr
+            if config.dropout > 0:  # dropout draws from torch's global generator: make it a function of step
+                torch.manual_seed(sample_seed(config.seed, step, dist.rank, domain=DOMAIN_DROPOUT))
+            loss = denoising_loss(
+                model, images[rows], None if labels is None else labels[rows], noise, normal,
+                config.p_mean, config.p_std, net_config.sigma_data,
+            )
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step += 1
+            ema.update(net, cur_t=step * batch, delta_t=batch)  # EMA time in images, after the step
+            loss_sum += loss.detach()
+            bar.update(1)
+
+            if step % log_every == 0 or step == end:
+                mean_loss = float(dist.mean(loss_sum / (step - last_step)))  # collective: all ranks log
+                if not math.isfinite(mean_loss):
+                    raise RuntimeError(f"training diverged: loss {mean_loss} at iteration {step}")
+                now = time.perf_counter()
+                record = {
+                    "step": step, "images": step * batch, "loss": mean_loss, "lr": lr,
+                    "images_per_sec": (step - last_step) * batch / max(now - last_time, 1e-9),
+                    "elapsed": elapsed_before + now - start_time,
+                }
+                if log_file is not None:
+                    log_file.write(json.dumps(record) + "\n")
+                bar.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{lr:.2e}")
+                last_step, last_time, loss_sum = step, now, torch.zeros((), device=device)
+            if _crossed(config.snapshot_every, step, batch) and dist.is_main:
+                for sigma_rel, gamma, i in zip(ema.sigma_rels, ema.gammas, range(len(ema)), strict=True):
+                    phema.save_snapshot(
+                        phema.snapshot_path(run_dir, step, sigma_rel), ema.ema_tensors(i), t=step * batch,
+                        gamma=gamma, step=step, extra_meta=provenance,
+                    )
+            if _crossed(config.checkpoint_every, step, batch):
+                save_state()
+                saved_at = step
+    finally:
+        bar.close()
+        if log_file is not None:
+            log_file.close()
+
+    if saved_at != step:
+        save_state()
+    finished = step == config.total_steps
+    if finished and dist.is_main:
+        final = {**provenance, "step": step, "training_images": step * batch}
+        save_network(run_dir / FINAL_FILE, net, {**final, "weights": "raw"})
+        for i, (sigma_rel, gamma) in enumerate(zip(ema.sigma_rels, ema.gammas, strict=True)):
+            meta = {**final, "weights": "ema", "sigma_rel": sigma_rel, "ema_gamma": gamma}
+            save_network(ema_network_path(run_dir, sigma_rel), net, meta, tensors=ema.ema_tensors(i))
+    dist.barrier()  # no rank leaves (and tears down the group) before rank 0 has written the files
+    return TrainResult(steps=step, images=step * batch, finished=finished)

@@ -1,0 +1,103 @@
+"""`autoguidance toy` end to end (quick), redrawing from stored results, and bad input -> exit 2."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from autoguidance.cli import main
+from autoguidance.toy.io import load_toy_model, save_toy_model
+
+
+def run_cli(args, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+        raise SystemExit(0)
+    out = capsys.readouterr()
+    return exc.value.code, out.out, out.err
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("toy")
+    proc = subprocess.run(
+        [sys.executable, "-m", "autoguidance.cli", "toy", "--quick", "--no-progress", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return out, proc
+
+
+def test_quick_run_writes_everything(quick_run):
+    out, proc = quick_run
+    for name in ("figure1.png", "figure2.png", "metrics.json", "results.npz"):
+        assert (out / name).stat().st_size > 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics["methods"]) == {"ground_truth", "unguided", "cfg", "truncation", "autoguidance"}
+    for m in metrics["methods"].values():
+        assert set(m) == {"num_samples", "outlier_fraction", "branch_tv", "mean_logp"}
+        assert m["num_samples"] == 2048
+    assert metrics["settings"]["quick"] is True and "total" in metrics["timings"]
+    # Even the quick run tells part of the story: truncation removes outliers, autoguidance keeps branches.
+    methods = metrics["methods"]
+    assert methods["truncation"]["outlier_fraction"] < methods["unguided"]["outlier_fraction"]
+    assert "autoguidance" in proc.stdout
+
+
+def test_figures_redraw_without_resampling(quick_run, capsys):
+    out, _ = quick_run
+    (out / "figure1.png").unlink()
+    code, stdout, _ = run_cli(["toy-plot", "--out", str(out)], capsys)
+    assert code == 0 and (out / "figure1.png").exists()
+
+
+def test_rerun_reuses_models(quick_run, tmp_path, capsys):
+    out, _ = quick_run
+    before = (out / "models" / "main.safetensors").stat().st_mtime_ns
+    code, _, err = run_cli(["toy", "--quick", "--no-progress", "--samples", "64", "--out", str(out)], capsys)
+    assert code == 0, err
+    assert (out / "models" / "main.safetensors").stat().st_mtime_ns == before
+    assert json.loads((out / "metrics.json").read_text())["timings"]["train_main"] == 0.0
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--guidance", "nan"], "--guidance must be a finite number"),
+        (["--guidance", "-1"], "--guidance must be >= 0"),
+        (["--cfg-guidance", "inf"], "--cfg-guidance must be a finite number"),
+        (["--truncation", "abc"], "--truncation must be a number"),
+        (["--samples", "0"], "--samples"),
+        (["--seed", "-3"], "--seed"),
+        (["--bogus"], "No such option"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, args, message):
+    out = tmp_path / "o"
+    code, _, err = run_cli(["toy", "--quick", "--out", str(out), *args], capsys)
+    assert code == 2
+    assert err.count("\n") == 1 and message in err and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_corrupt_saved_model_is_exit_2(tmp_path, capsys):
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "main.safetensors").write_bytes(b"not a safetensors file at all")
+    code, _, err = run_cli(["toy", "--quick", "--out", str(tmp_path)], capsys)
+    assert code == 2 and err.count("\n") == 1 and "corrupt checkpoint" in err
+    assert not (tmp_path / "metrics.json").exists() and not (tmp_path / "results.npz").exists()
+
+
+def test_mismatched_saved_model_is_exit_2(quick_run, tmp_path, capsys):
+    out, _ = quick_run
+    model, meta = load_toy_model(out / "models" / "main.safetensors")
+    (tmp_path / "models").mkdir()
+    meta["training"] = {**meta["training"], "iterations": 7}
+    save_toy_model(tmp_path / "models" / "main.safetensors", model, meta)
+    code, _, err = run_cli(["toy", "--quick", "--out", str(tmp_path)], capsys)
+    assert code == 2 and "other settings" in err and err.count("\n") == 1
+    assert not (tmp_path / "metrics.json").exists()

@@ -1,0 +1,282 @@
+"""Image generation: per-seed determinism, guidance wiring, sharding, grids, the `generate` command."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from autoguidance.cli import main
+from autoguidance.generation import gather_sharded, generate_images, shard_seeds
+from autoguidance.images import make_grid
+from autoguidance.nets.io import load_network, save_network
+from autoguidance.nets.precond import EDM2Denoiser, build
+from autoguidance.nets.presets import preset_config
+from autoguidance.sampling import edm_sigmas
+
+STEPS = 4  # 7 evaluations per image: enough to exercise Heun and the interval, fast on a CPU
+
+
+def _untrained(name: str, resolution: int = 8, label_dim: int = 10) -> EDM2Denoiser:
+    """A fresh preset net whose zero-initialised gains are set to 1.
+
+    At initialisation the output gain is 0, so every net is D = c_skip x and guidance would be a no-op;
+    with the gains at 1 the random UNet shows through and different nets denoise differently.
+    """
+    net = build(preset_config(name, resolution, 1, label_dim))
+    with torch.no_grad():
+        for p in net.parameters():
+            if p.ndim == 0:
+                p.fill_(1.0)
+    return net.eval()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    # The nets are tiny: threads buy nothing and, on a shared busy CPU, spin-waiting threads cost seconds.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def ckpts(tmp_path_factory) -> dict[str, Path]:
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("nets")
+    specs = {
+        "cond": ("xs", 8, 10), "cond_guide": ("xxs", 8, 10), "uncond": ("xs", 8, 0),
+        "uncond_guide": ("xxs", 8, 0), "cond5": ("xxs", 8, 5), "res32": ("xxs", 32, 10),
+    }
+    paths = {}
+    for key, (name, res, labels) in specs.items():
+        paths[key] = folder / f"{key}.safetensors"
+        save_network(paths[key], _untrained(name, res, labels), {"dataset": "test", "preset": name})
+    paths["corrupt"] = folder / "corrupt.safetensors"
+    paths["corrupt"].write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all")
+    return paths
+
+
+@pytest.fixture(scope="module")
+def nets(ckpts) -> dict[str, EDM2Denoiser]:
+    return {k: load_network(ckpts[k])[0] for k in ("cond", "cond_guide", "uncond", "uncond_guide")}
+
+
+def _assert_same_images(a: torch.Tensor, b: torch.Tensor) -> None:
+    # Convolution and matmul kernels round differently at different batch sizes (~1e-5 in float32), so
+    # a pixel right at a quantisation boundary may land one level apart; nothing more is allowed.
+    diff = (a.int() - b.int()).abs()
+    assert a.shape == b.shape and int(diff.max()) <= 1 and float((diff > 0).float().mean()) < 0.01
+
+
+# --- library -----------------------------------------------------------------------------------------------
+
+def test_generation_is_batch_size_independent_per_seed(nets):
+    seeds = [3, 0, 11, 5, 7, 1, 2]
+    full, labels = generate_images(nets["cond"], seeds, num_steps=STEPS, batch_size=len(seeds))
+    assert full.shape == (7, 8, 8, 1) and full.dtype == torch.uint8 and labels.shape == (7,)
+    assert full.float().std() > 10  # real images, not a constant
+    for bs in (1, 3):
+        images, lab = generate_images(nets["cond"], seeds, num_steps=STEPS, batch_size=bs)
+        assert torch.equal(lab, labels)
+        _assert_same_images(images, full)
+    # A seed's image does not depend on which other seeds share its batch.
+    alone, _ = generate_images(nets["cond"], [11], num_steps=STEPS)
+    _assert_same_images(alone, full[2:3])
+    uncond, none = generate_images(nets["uncond"], seeds[:3], num_steps=STEPS, batch_size=2)
+    assert none is None and uncond.shape == (3, 8, 8, 1)
+
+
+def test_class_label_fixes_every_class(nets):
+    drawn, drawn_labels = generate_images(nets["cond"], range(4), num_steps=STEPS)
+    k = int(drawn_labels[0])
+    images, labels = generate_images(nets["cond"], range(4), num_steps=STEPS, class_label=k)
+    assert labels.tolist() == [k] * 4
+    # The class is still drawn from each seed's stream (same noise, same generator state after it), so
+    # fixing seed 0's class to the one it drew reproduces its image exactly.
+    assert torch.equal(images[drawn_labels == k], drawn[drawn_labels == k])
+
+
+def test_weight_one_with_guide_equals_no_guide_and_other_weights_differ(nets):
+    seeds = range(4)
+    plain, _ = generate_images(nets["cond"], seeds, num_steps=STEPS)
+    w1, _ = generate_images(nets["cond"], seeds, guide=nets["cond_guide"], guidance=1.0, num_steps=STEPS)
+    assert torch.equal(plain, w1)  # w = 1 never evaluates the guide: bitwise the main model alone
+    w2, _ = generate_images(nets["cond"], seeds, guide=nets["cond_guide"], guidance=2.0, num_steps=STEPS)
+    assert (w2.int() - plain.int()).abs().float().mean() > 1.0
+    # An unconditional guide for a conditional net: CFG, the guide called without labels.
+    cfg, _ = generate_images(nets["cond"], seeds, guide=nets["uncond_guide"], guidance=2.0, num_steps=STEPS)
+    assert (cfg.int() - plain.int()).abs().float().mean() > 1.0
+
+
+def test_guidance_interval_evaluates_guide_only_inside(nets):
+    guide, main_net = nets["cond_guide"], nets["cond"]
+    calls: dict[str, list[float]] = {"guide": [], "main": []}
+    hooks = [
+        m.register_forward_hook(lambda mod, args, out, key=key: calls[key].extend(args[1].tolist()))
+        for m, key in ((guide, "guide"), (main_net, "main"))
+    ]
+    lo, hi = 0.5, 10.0
+    try:
+        generate_images(main_net, range(3), guide=guide, guidance=2.0, interval=(lo, hi), num_steps=8,
+                        batch_size=3)
+    finally:
+        for h in hooks:
+            h.remove()
+    sig = edm_sigmas(8).tolist()
+    # Heun evaluates at sigma_i (i < N) and, for its correction, at sigma_{i+1} when that is > 0.
+    evals = sig[:-1] + [s for s in sig[1:] if s > 0]
+    inside = [s for s in evals if lo < s <= hi]
+    assert 0 < len(inside) < len(evals)
+    assert len(calls["main"]) == 3 * len(evals)
+    assert len(calls["guide"]) == 3 * len(inside)
+    assert all(lo < s <= hi for s in calls["guide"])
+
+
+def test_shard_seeds_deals_out_whole_batches():
+    seeds = list(range(10, 21))  # 11 seeds
+    assert shard_seeds(seeds, 0, 2) == seeds[0::2] and shard_seeds(seeds, 1, 2) == seeds[1::2]
+    shares = [shard_seeds(seeds, r, 3, batch_size=2) for r in range(3)]
+    assert shares == [[10, 11, 16, 17], [12, 13, 18, 19], [14, 15, 20]]
+    assert sorted(s for share in shares for s in share) == seeds
+    assert shard_seeds(seeds, 0, 1, batch_size=4) == seeds
+    assert shard_seeds([1, 2], 3, 4) == []
+    with pytest.raises(ValueError):
+        shard_seeds(seeds, 2, 2)
+    local = torch.arange(5)
+    assert torch.equal(gather_sharded(local, 5), local)  # no process group: a single process
+
+
+def test_make_grid_places_cells_row_major():
+    rows, cols, h, w = 3, 4, 5, 6
+    cells = np.zeros((rows, cols, h, w, 1), np.uint8)
+    for r in range(rows):
+        for k in range(cols):
+            cells[r, k] = 10 * r + k
+    grid = make_grid(cells, pad=2, fill=255)
+    assert grid.shape == (rows * h + 2 * (rows - 1), cols * w + 2 * (cols - 1), 1)
+    assert grid[(h + 2) * 2, (w + 2) * 3, 0] == 23  # top-left pixel of row 2, column 3
+    assert grid[h, 0, 0] == 255 and grid[h + 1, 0, 0] == 255  # the gap between rows 0 and 1
+    assert make_grid(cells, pad=0).shape == (rows * h, cols * w, 1)
+
+
+# --- the command -----------------------------------------------------------------------------------------
+
+def _run(args: list[str]) -> None:
+    main(["generate", "--device", "cpu", "--steps", str(STEPS), *args])
+
+
+def test_cli_writes_one_png_per_seed_and_metadata(ckpts, tmp_path):
+    out = tmp_path / "out"
+    _run(["--net", str(ckpts["cond"]), "--guide", str(ckpts["cond_guide"]), "--guidance", "2",
+          "--interval", "0.1,5", "--seeds", "0-2,10", "--batch", "3", "--out", str(out)])
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["generate.json", "seed000000.png", "seed000001.png", "seed000002.png", "seed000010.png"]
+    with Image.open(out / "seed000010.png") as im:
+        assert im.size == (8, 8) and im.mode == "L"
+    meta = json.loads((out / "generate.json").read_text())
+    assert meta["settings"]["guidance"] == [2.0] and meta["settings"]["interval"] == [0.1, 5.0]
+    assert meta["guide"]["metadata"]["preset"] == "xxs" and len(meta["net"]["sha256"]) == 64
+    assert set(meta["labels"]) == {"0", "1", "2", "10"} and meta["timings"]["images"] == 4
+    # Several weights: a folder per weight; w = 1 there is the unguided image.
+    out2 = tmp_path / "out2"
+    _run(["--net", str(ckpts["cond"]), "--guide", str(ckpts["cond_guide"]), "--guidance", "1,2",
+          "--seeds", "0-2,10", "--batch", "3", "--out", str(out2)])
+    assert (out2 / "w1" / "seed000010.png").is_file() and (out2 / "w2" / "seed000010.png").is_file()
+    plain = tmp_path / "plain"
+    _run(["--net", str(ckpts["cond"]), "--seeds", "0-2,10", "--batch", "3", "--out", str(plain)])
+    assert (out2 / "w1" / "seed000001.png").read_bytes() == (plain / "seed000001.png").read_bytes()
+
+
+@pytest.mark.parametrize(
+    "net, weights, seeds, rows, cols",
+    [
+        ("cond", "1,2", "0-2", 10, 6),  # rows = classes, columns = weights x seeds
+        ("cond", "2", "0-2", 10, 3),  # one weight: columns = seeds
+        ("uncond", "1,1.5,2", "0-1", 2, 3),  # rows = seeds, columns = weights
+        ("uncond", "2", "0-4", 1, 5),  # one row of seeds
+    ],
+)
+def test_cli_grid_layout(ckpts, tmp_path, net, weights, seeds, rows, cols):
+    guide = "cond_guide" if net == "cond" else "uncond_guide"
+    _run(["--net", str(ckpts[net]), "--guide", str(ckpts[guide]), "--guidance", weights, "--seeds", seeds,
+          "--steps", "2", "--grid", "--out", str(tmp_path)])
+    with Image.open(tmp_path / "grid.png") as im:
+        assert im.size == (cols * 8 + cols - 1, rows * 8 + rows - 1)
+    meta = json.loads((tmp_path / "generate.json").read_text())
+    assert len(meta["grid_layout"]["row_values"]) == rows
+    assert len(meta["grid_layout"]["column_values"]) == cols
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["generate.json", "grid.png"]
+
+
+def _torchrun(nproc: int, args: list[str]) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
+           "-m", "autoguidance.cli", "generate", "--device", "cpu", *args]
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+
+
+def test_torchrun_one_and_two_processes_give_identical_pngs(ckpts, tmp_path):
+    common = ["--net", str(ckpts["cond"]), "--guide", str(ckpts["cond_guide"]), "--guidance", "2",
+              "--seeds", "0-4", "--steps", "3", "--batch", "2"]
+    _torchrun(1, [*common, "--out", str(tmp_path / "one")])
+    _torchrun(2, [*common, "--out", str(tmp_path / "two")])
+    _torchrun(2, [*common, "--class", "3", "--grid", "--out", str(tmp_path / "grid")])
+    for seed in range(5):
+        name = f"seed{seed:06d}.png"
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes()
+    meta = json.loads((tmp_path / "two" / "generate.json").read_text())
+    assert meta["settings"]["world_size"] == 2 and sorted(meta["labels"]) == ["0", "1", "2", "3", "4"]
+    # The grid gathered from two processes holds the same images as one process's per-seed PNGs.
+    _run([*common, "--class", "3", "--out", str(tmp_path / "single")])
+    grid = np.asarray(Image.open(tmp_path / "grid" / "grid.png"))
+    for seed in range(5):
+        cell = grid[:, seed * 9 : seed * 9 + 8]
+        assert np.array_equal(cell, np.asarray(Image.open(tmp_path / "single" / f"seed{seed:06d}.png")))
+
+
+# --- bad input -------------------------------------------------------------------------------------------
+
+BAD_INPUTS = {
+    "guide_resolution": (["--guide", "{res32}", "--guidance", "2"], "images"),
+    "guide_labels": (["--guide", "{cond5}", "--guidance", "2"], "classes"),
+    "corrupt_net": (["--net", "{corrupt}"], "corrupt"),
+    "corrupt_guide": (["--guide", "{corrupt}", "--guidance", "2"], "corrupt"),
+    "missing_net": (["--net", "{cond}.missing"], "not found"),
+    "seed_range_reversed": (["--seeds", "5-2"], "seed"),
+    "seed_range_text": (["--seeds", "abc"], "seed"),
+    "guidance_nan": (["--guide", "{cond_guide}", "--guidance", "nan"], "finite"),
+    "guidance_negative": (["--guide", "{cond_guide}", "--guidance", "2,-1"], ">= 0"),
+    "guidance_text": (["--guide", "{cond_guide}", "--guidance", "x"], "guidance weight"),
+    "guidance_without_guide": (["--guidance", "2"], "--guide"),
+    "guide_without_guidance": (["--guide", "{cond_guide}"], "--guidance"),
+    "interval_reversed": (["--guide", "{cond_guide}", "--guidance", "2", "--interval", "3,1"], "interval"),
+    "interval_one_number": (["--guide", "{cond_guide}", "--guidance", "2", "--interval", "3"], "interval"),
+    "class_out_of_range": (["--class", "10"], "class"),
+    "class_negative": (["--class", "-1"], "class"),
+    "class_unconditional": (["--net", "{uncond}", "--class", "0"], "unconditional"),
+    "steps_zero": (["--steps", "0"], "steps"),
+    "batch_zero": (["--batch", "0"], "batch"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(ckpts, tmp_path, capsys, case):
+    extra, needle = BAD_INPUTS[case]
+    extra = [a.format(**{k: str(v) for k, v in ckpts.items()}) for a in extra]
+    args = ["generate", "--device", "cpu", "--steps", "2", "--net", str(ckpts["cond"]), "--seeds", "0-1"]
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as exc:
+        main([*args, *extra, "--out", str(out)])  # a later --net / --steps overrides the default one
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("autoguidance: error:") and needle in err, err
+    assert not out.exists()

@@ -1,0 +1,126 @@
+"""Guidance identities: w = 1 is the main model, CFG and truncation are special cases, the interval
+keeps guides unevaluated outside it, and the weights are checked."""
+
+import math
+
+import pytest
+import torch
+
+from autoguidance import (
+    GuidedDenoiser,
+    GuideTerm,
+    UserInputError,
+    autoguidance,
+    classifier_free,
+    interpolated,
+    truncation,
+)
+
+
+class Counting:
+    """A Gaussian-data denoiser D(x) = x s^2 / (s^2 + sigma^2) that records what it was called with."""
+
+    def __init__(self, scale: float, shift: float = 0.0):
+        self.scale, self.shift, self.calls = scale, shift, []
+
+    def __call__(self, x, sigma, cond=None):
+        self.calls.append((x.shape[0], sigma.clone(), cond))
+        s2 = sigma.reshape(-1, 1) ** 2
+        return self.shift + (x - self.shift) * self.scale**2 / (self.scale**2 + s2)
+
+
+def batch(n=6):
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(n, 2, generator=g, dtype=torch.float64), torch.linspace(
+        0.1, 3.0, n, dtype=torch.float64
+    )
+
+
+def test_weight_one_is_main_model_without_evaluating_guide():
+    main, guide = Counting(1.0), Counting(0.5)
+    x, s = batch()
+    assert torch.equal(autoguidance(main, guide, 1.0)(x, s), main(x, s))
+    assert guide.calls == []
+
+
+def test_two_model_formula():
+    main, guide = Counting(1.0, 0.2), Counting(0.5)
+    x, s = batch()
+    w = 2.5
+    expected = guide(x, s) + w * (main(x, s) - guide(x, s))  # D_w = D0 + w (D1 - D0)
+    torch.testing.assert_close(autoguidance(main, guide, w)(x, s), expected)
+
+
+def test_guided_score_is_score_of_p1_times_ratio_power():
+    # The guided denoiser's score equals grad log p1 + (w - 1) grad log(p1 / p0) (paper eq. 2).
+    main, guide = Counting(1.0), Counting(0.5)
+    x, s = batch()
+    w = 3.0
+    s2 = s.reshape(-1, 1) ** 2
+    score = lambda d: (d - x) / s2  # noqa: E731
+    s1, s0 = score(main(x, s)), score(guide(x, s))
+    torch.testing.assert_close(score(autoguidance(main, guide, w)(x, s)), s1 + (w - 1) * (s1 - s0))
+
+
+def test_cfg_calls_guide_unconditionally():
+    cond_model, uncond = Counting(1.0), Counting(0.7)
+    x, s = batch()
+    labels = torch.arange(6)
+    out = classifier_free(cond_model, uncond, 4.0)(x, s, labels)
+    assert all(c is None for _, _, c in uncond.calls)
+    assert cond_model.calls[0][2] is labels
+    torch.testing.assert_close(out, uncond(x, s) + 4.0 * (cond_model(x, s) - uncond(x, s)))
+
+
+def test_truncation_scales_the_score():
+    main = Counting(1.0, 0.3)
+    x, s = batch()
+    lam = 1.4
+    torch.testing.assert_close(truncation(main, lam)(x, s), x + lam * (main(x, s) - x))
+
+
+def test_interpolation_endpoints_are_cfg_and_autoguidance():
+    main, uncond, weak = Counting(1.0), Counting(0.6), Counting(0.8, 0.1)
+    x, s = batch()
+    w = 2.0
+    torch.testing.assert_close(
+        interpolated(main, uncond, weak, w, 0.0)(x, s), classifier_free(main, uncond, w)(x, s)
+    )
+    torch.testing.assert_close(
+        interpolated(main, uncond, weak, w, 1.0)(x, s), autoguidance(main, weak, w)(x, s)
+    )
+    half = interpolated(main, uncond, weak, w, 0.5)(x, s)
+    d1 = main(x, s)
+    torch.testing.assert_close(half, d1 + 0.5 * (d1 - uncond(x, s)) + 0.5 * (d1 - weak(x, s)))
+
+
+def test_interval_evaluates_guide_only_inside():
+    main, guide = Counting(1.0), Counting(0.5)
+    x, s = batch()  # sigmas 0.1 .. 3.0
+    lo, hi = 0.5, 1.8
+    guided = autoguidance(main, guide, 2.0, interval=(lo, hi))
+    out = guided(x, s)
+    inside = (s > lo) & (s <= hi)
+    ((n, called_sigma, _),) = guide.calls
+    assert n == int(inside.sum()) and torch.equal(called_sigma, s[inside])
+    full = autoguidance(main, Counting(0.5), 2.0)(x, s)
+    torch.testing.assert_close(out[inside], full[inside])
+    torch.testing.assert_close(out[~inside], main(x, s)[~inside])
+    # Entirely outside: the guide is never called.
+    guide.calls.clear()
+    guided(x, torch.full((6,), 10.0, dtype=torch.float64))
+    assert guide.calls == []
+
+
+@pytest.mark.parametrize("w", [math.nan, math.inf, -0.5])
+def test_bad_weights_are_rejected(w):
+    with pytest.raises(UserInputError):
+        autoguidance(Counting(1), Counting(1), w)
+    with pytest.raises(UserInputError):
+        GuidedDenoiser(Counting(1), [GuideTerm(Counting(1), w)])
+
+
+@pytest.mark.parametrize("interval", [(1.0, 0.5), (-1.0, 2.0), (math.nan, 1.0)])
+def test_bad_intervals_are_rejected(interval):
+    with pytest.raises(UserInputError):
+        autoguidance(Counting(1), Counting(1), 2.0, interval=interval)

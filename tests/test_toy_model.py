@@ -1,0 +1,75 @@
+"""The toy MLP: its untrained form is the Gaussian prior, its score is the gradient of its log density,
+training against the exact score lowers the loss, and it round-trips through a checkpoint."""
+
+import pytest
+import torch
+
+from autoguidance import UserInputError
+from autoguidance.toy.io import load_toy_model, save_toy_model
+from autoguidance.toy.model import ToyModel, ToyModelConfig
+from autoguidance.toy.train import ToyTrainConfig, learning_rate, train_toy_model
+
+
+def test_untrained_model_is_gaussian_prior():
+    net = ToyModel(ToyModelConfig(width=16))
+    x = torch.randn(8, 2)
+    sigma = torch.linspace(0.01, 4, 8)
+    # gain = 0: log p = -|x|^2 / (2 (sd^2 + sigma^2)), i.e. D = x sd^2 / (sd^2 + sigma^2).
+    expected = x * 0.25 / (0.25 + sigma[:, None] ** 2)
+    torch.testing.assert_close(net(x, sigma), expected)
+
+
+def test_score_is_gradient_of_log_density():
+    torch.manual_seed(0)
+    net = ToyModel(ToyModelConfig(width=16)).double().eval()  # train mode would renormalise weights per call
+    with torch.no_grad():
+        net.gain.fill_(0.7)
+    x = torch.randn(5, 2, dtype=torch.float64)
+    sigma = torch.full((5,), 0.3, dtype=torch.float64)
+    h = 1e-6
+    fd = torch.stack(
+        [
+            (net.log_density(x + h * e, sigma) - net.log_density(x - h * e, sigma)) / (2 * h)
+            for e in torch.eye(2, dtype=torch.float64)
+        ],
+        dim=1,
+    )
+    torch.testing.assert_close(net.score(x, sigma), fd, rtol=1e-6, atol=1e-8)
+
+
+def test_learning_rate_schedule():
+    cfg = ToyTrainConfig()
+    assert learning_rate(cfg, 0) == 1e-2 and learning_rate(cfg, 511) == 1e-2
+    assert abs(learning_rate(cfg, 4 * 512 - 1) - 1e-2 / 2) < 1e-12
+
+
+def test_training_against_exact_score_lowers_loss():
+    cfg = ToyTrainConfig(width=16, iterations=120, batch_size=512, seed=0)
+    net, losses = train_toy_model(cfg)
+    first, last = sum(losses[:10]) / 10, sum(losses[-10:]) / 10
+    assert last < 0.6 * first
+    assert not net.training
+
+
+def test_checkpoint_round_trip_and_errors(tmp_path):
+    torch.manual_seed(1)
+    net = ToyModel(ToyModelConfig(width=8)).eval()
+    with torch.no_grad():
+        net.gain.fill_(0.5)
+    path = tmp_path / "m.safetensors"
+    save_toy_model(path, net, {"training": {"width": 8}})
+    back, meta = load_toy_model(path)
+    x, s = torch.randn(4, 2), torch.full((4,), 0.2)
+    torch.testing.assert_close(back(x, s), net(x, s))
+    assert meta["training"] == {"width": 8}
+
+    corrupt = tmp_path / "corrupt.safetensors"
+    corrupt.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(UserInputError, match="corrupt"):
+        load_toy_model(corrupt)
+    garbage = tmp_path / "garbage.safetensors"
+    garbage.write_bytes(b"\x00" * 64)
+    with pytest.raises(UserInputError):
+        load_toy_model(garbage)
+    with pytest.raises(UserInputError, match="not found"):
+        load_toy_model(tmp_path / "missing.safetensors")
