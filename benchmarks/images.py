@@ -58,10 +58,11 @@ def _net(preset: str) -> EDM2Denoiser:
     return build(preset_config(preset, RESOLUTION, CHANNELS, LABEL_DIM)).eval()
 
 
-def _best_time(fn: Callable[[], object], repeats: int) -> float:
-    """Best wall time of `repeats` calls after one warm-up: on a shared CPU the minimum is the least
-    disturbed estimate of the true cost."""
-    fn()
+def _best_time(fn: Callable[[], object], repeats: int, warmup: bool = True) -> float:
+    """Best wall time of `repeats` calls (after one untimed warm-up call): on a shared CPU the minimum is
+    the least disturbed estimate of the true cost."""
+    if warmup:
+        fn()
     times = []
     for _ in range(repeats):
         t = time.perf_counter()
@@ -98,8 +99,9 @@ def bench_sampling(s: Settings) -> list[dict]:
     seeds = range(s.images)
 
     def run(net: EDM2Denoiser, **kw) -> float:
+        # No warm-up: eval_cost above has already run every network at this batch size.
         return _best_time(lambda: generate_images(net, seeds, num_steps=s.steps, batch_size=s.batch, **kw),
-                          s.repeats)
+                          s.repeats, warmup=False)
 
     for p in s.presets:
         row = {"preset": p, "mflops": flops[p] / 1e6, "eval_ms_per_image": evals[p] * 1e3}
@@ -129,7 +131,7 @@ def bench_sampling(s: Settings) -> list[dict]:
 
 def bench_training(s: Settings) -> list[dict]:
     """Training images/s per preset: a few iterations of `training.loop.train` on MNIST (conditional)."""
-    from autoguidance.training.loop import LOG_FILE, TrainConfig, train
+    from autoguidance.training.loop import LOG_FILE, TrainConfig, train  # the training engineer's module
 
     rows = []
     for p in s.presets:
@@ -147,25 +149,31 @@ def bench_training(s: Settings) -> list[dict]:
     return rows
 
 
-SECTIONS: dict[str, Callable[[Settings], list[dict]]] = {"sampling": bench_sampling, "training": bench_training}
+SECTIONS: dict[str, Callable[[Settings], list[dict]]] = {
+    "sampling": bench_sampling,
+    "training": bench_training,
+}
 
 
 def print_tables(results: dict) -> None:
     sampling = results.get("sampling", [])
     if sampling:
         print(f"\nSampling at {RESOLUTION}x{RESOLUTION}, Heun {results['settings']['steps']} steps, "
-              f"guide = one preset smaller, w = 2; ratio = guided / unguided time per image")
-        head = (f"{'preset':6} {'MFLOP':>7} {'ms/eval':>8} {'img/s':>7} {'guide':>5} {'img/s':>7} "
+              f"guide = one preset smaller, w = 2; ratio = guided / unguided time per image;\n"
+              f"floorF / floorT = 1 + (frac x) cost(guide) / cost(main) by FLOPs / by eval time; "
+              f"frac = share of evaluations inside the interval")
+        head = (f"{'preset':6} {'MFLOP':>7} {'ms/eval':>8} {'img/s':>7} | {'guide':>5} {'img/s':>7} "
                 f"{'ratio':>6} {'floorF':>6} {'floorT':>6} | {'frac':>5} {'img/s':>7} {'ratio':>6} "
                 f"{'floorF':>6} {'floorT':>6}")
+        print(" " * 31 + "| autoguided" + " " * 31 + "| with interval (0.28, 2.90]")
         print(head)
-        print(" " * 40 + "autoguided" + " " * 25 + "| with interval (0.28, 2.90]")
         for r in sampling:
             line = (f"{r['preset']:6} {r['mflops']:7.1f} {r['eval_ms_per_image']:8.2f} "
                     f"{r['unguided_images_per_s']:7.1f}")
             if "guide" in r:
-                line += (f" {r['guide']:>5} {r['guided_images_per_s']:7.1f} {r['ratio_measured']:6.2f} "
-                         f"{r['floor_flops']:6.2f} {r['floor_eval_time']:6.2f} | {r['interval_fraction']:5.2f} "
+                line += (f" | {r['guide']:>5} {r['guided_images_per_s']:7.1f} {r['ratio_measured']:6.2f} "
+                         f"{r['floor_flops']:6.2f} {r['floor_eval_time']:6.2f} "
+                         f"| {r['interval_fraction']:5.2f} "
                          f"{r['interval_images_per_s']:7.1f} {r['interval_ratio_measured']:6.2f} "
                          f"{r['interval_floor_flops']:6.2f} {r['interval_floor_eval_time']:6.2f}")
             print(line)
@@ -184,7 +192,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--images", type=int, default=16, help="images per sampling measurement")
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--repeats", type=int, default=2, help="timed repeats (best kept) after a warm-up")
-    ap.add_argument("--threads", type=int, default=2)
+    # One thread by default: on a shared 2-core machine two OpenMP threads spin against other jobs and
+    # run 10-40x slower than one; pass --threads on a quiet machine.
+    ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--train-batch", type=int, default=32)
     ap.add_argument("--train-iters", type=int, default=4, help="iterations timed (the first is dropped)")
     ap.add_argument("--sections", default=",".join(SECTIONS), help=f"subset of {','.join(SECTIONS)}")

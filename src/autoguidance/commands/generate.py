@@ -30,6 +30,8 @@ from ..nets.io import load_network
 from ..nets.precond import EDM2Denoiser
 from ..seeds import parse_seeds
 
+# The EDM schedule (MATH.md); fixed here rather than exposed, and recorded in the metadata.
+SIGMA_MIN, SIGMA_MAX, RHO = 0.002, 80.0, 7.0
 METADATA_NAME = "generate.json"
 GRID_NAME = "grid.png"
 
@@ -195,7 +197,8 @@ def generate(
         out = Path(out_dir)
         mine = shard_seeds(seeds, d.rank, d.world_size, batch)
         progress = d.rank == 0 and sys.stderr.isatty()
-        kwargs = dict(guide=guide, interval=interval, num_steps=steps, batch_size=batch, progress=progress)
+        kwargs = dict(guide=guide, interval=interval, num_steps=steps, sigma_min=SIGMA_MIN,
+                      sigma_max=SIGMA_MAX, rho=RHO, batch_size=batch, progress=progress)
         layout = _grid_layout(net, seeds, weights, class_label) if grid else None
         outputs: list[str] = []
         labels_by_seed: dict[str, int] = {}
@@ -227,8 +230,8 @@ def generate(
             "settings": {
                 "seeds": seeds_text, "num_seeds": len(seeds), "guidance": weights,
                 "interval": list(interval) if interval else None, "class": class_label, "solver": "heun",
-                "num_steps": steps, "sigma_min": 0.002, "sigma_max": 80.0, "rho": 7.0, "batch": batch,
-                "device": str(dev), "world_size": d.world_size, "grid": grid,
+                "num_steps": steps, "sigma_min": SIGMA_MIN, "sigma_max": SIGMA_MAX, "rho": RHO,
+                "batch": batch, "device": str(dev), "world_size": d.world_size, "grid": grid,
             },
             "net": _provenance(net_path, net_meta),
             "guide": _provenance(guide_path, guide_meta) if guide_path else None,

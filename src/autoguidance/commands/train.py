@@ -8,6 +8,8 @@ Rerunning the same command resumes from the run folder's training state.
 
 from __future__ import annotations
 
+import os
+
 import click
 
 from ..training import loop
@@ -55,5 +57,7 @@ def train(
     )
     result = loop.train(config, out_dir, progress=progress, device=device, stop_after=stop_after,
                         log_every=log_every)
+    if os.environ.get("RANK", "0") != "0":  # under torchrun, one summary line is enough
+        return
     state = "finished" if result.finished else "stopped (rerun to continue)"
     click.echo(f"{state} at iteration {result.steps} ({result.images} images): {out_dir}", err=True)

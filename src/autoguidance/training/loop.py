@@ -33,14 +33,14 @@ from .. import atomic
 from ..data import batch_indices, load_dataset
 from ..errors import UserInputError
 from ..nets.io import save_network
-from ..nets.precond import build
+from ..nets.precond import EDM2Denoiser, build
 from ..nets.presets import PRESET_NAMES, preset_config
 from . import distributed, phema
 from .ema import PowerFunctionEMA, sigma_rel_to_gamma
 from .export import sigma_rel_tag
 from .loss import denoising_loss
 from .noise import DOMAIN_DROPOUT, sample_seed, training_noise
-from .state import load_training_state, read_training_state, save_training_state
+from .state import read_training_state, restore_training_state, save_training_state
 
 STATE_FILE = "training-state.safetensors"
 CONFIG_FILE = "training-config.json"
@@ -191,6 +191,14 @@ def _trim_log(path: Path, step: int) -> None:
     atomic.write_text(path, "".join(f"{line}\n" for line in kept))
 
 
+def _write_networks(run_dir: Path, net: EDM2Denoiser, ema: PowerFunctionEMA, meta: dict[str, Any]) -> None:
+    """The run's products: raw final weights and one network per tracked EMA (nets.io format)."""
+    save_network(run_dir / FINAL_FILE, net, {**meta, "weights": "raw"})
+    for i, (sigma_rel, gamma) in enumerate(zip(ema.sigma_rels, ema.gammas, strict=True)):
+        ema_meta = {**meta, "weights": "ema", "sigma_rel": sigma_rel, "ema_gamma": gamma}
+        save_network(ema_network_path(run_dir, sigma_rel), net, ema_meta, tensors=ema.ema_tensors(i))
+
+
 @dataclass(frozen=True)
 class TrainResult:
     """Where `train` stopped: iterations done, images seen, and whether the run is complete."""
@@ -261,8 +269,10 @@ def _train(
             raise UserInputError(f"{config_path} is not valid JSON") from None
         _check_same_run(config, stored, config_path)
     if state_path.exists():
-        _check_same_run(config, read_training_state(state_path)[1].get("train_config"), state_path)
-        meta = load_training_state(state_path, net, opt, ema)
+        tensors, meta = read_training_state(state_path)
+        _check_same_run(config, meta.get("train_config"), state_path)  # before loading: clearer errors
+        restore_training_state(tensors, net, opt, ema, state_path)
+        del tensors
         step, elapsed_before = meta["step"], float(meta.get("elapsed", 0.0))
     if step > config.total_steps:
         raise UserInputError(
@@ -334,11 +344,9 @@ def _train(
                 bar.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{lr:.2e}")
                 last_step, last_time, loss_sum = step, now, torch.zeros((), device=device)
             if _crossed(config.snapshot_every, step, batch) and dist.is_main:
-                for sigma_rel, gamma, i in zip(ema.sigma_rels, ema.gammas, range(len(ema)), strict=True):
-                    phema.save_snapshot(
-                        phema.snapshot_path(run_dir, step, sigma_rel), ema.ema_tensors(i), t=step * batch,
-                        gamma=gamma, step=step, extra_meta=provenance,
-                    )
+                for i, (sigma_rel, gamma) in enumerate(zip(ema.sigma_rels, ema.gammas, strict=True)):
+                    path = phema.snapshot_path(run_dir, step, sigma_rel)  # t in images, like the EMA
+                    phema.save_snapshot(path, ema.ema_tensors(i), step * batch, gamma, step, provenance)
             if _crossed(config.checkpoint_every, step, batch):
                 save_state()
                 saved_at = step
@@ -351,10 +359,6 @@ def _train(
         save_state()
     finished = step == config.total_steps
     if finished and dist.is_main:
-        final = {**provenance, "step": step, "training_images": step * batch}
-        save_network(run_dir / FINAL_FILE, net, {**final, "weights": "raw"})
-        for i, (sigma_rel, gamma) in enumerate(zip(ema.sigma_rels, ema.gammas, strict=True)):
-            meta = {**final, "weights": "ema", "sigma_rel": sigma_rel, "ema_gamma": gamma}
-            save_network(ema_network_path(run_dir, sigma_rel), net, meta, tensors=ema.ema_tensors(i))
+        _write_networks(run_dir, net, ema, {**provenance, "step": step, "training_images": step * batch})
     dist.barrier()  # no rank leaves (and tears down the group) before rank 0 has written the files
     return TrainResult(steps=step, images=step * batch, finished=finished)

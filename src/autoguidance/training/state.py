@@ -73,11 +73,14 @@ def read_training_state(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor
     return tensors, meta
 
 
-def load_training_state(
-    path: str | os.PathLike, net: nn.Module, opt: torch.optim.Optimizer, ema: PowerFunctionEMA
-) -> dict[str, Any]:
-    """Restore `net`, `opt` and `ema` in place from `path`; returns the metadata (with "step")."""
-    tensors, meta = read_training_state(path)
+def restore_training_state(
+    tensors: dict[str, torch.Tensor],
+    net: nn.Module,
+    opt: torch.optim.Optimizer,
+    ema: PowerFunctionEMA,
+    path: str | os.PathLike,
+) -> None:
+    """Load `read_training_state(path)`'s tensors into `net`, `opt` and `ema` in place."""
     groups: dict[str, dict[str, torch.Tensor]] = {"net": {}, "optim": {}, "ema": {}}
     for name, value in tensors.items():
         prefix, _, rest = name.partition(".")
@@ -91,4 +94,12 @@ def load_training_state(
         raise UserInputError(f"training state {path} does not fit the network: {first}") from None
     load_optimizer_tensors(opt, groups["optim"], label=f"training state {path}")
     ema.load_state_dict(groups["ema"])
+
+
+def load_training_state(
+    path: str | os.PathLike, net: nn.Module, opt: torch.optim.Optimizer, ema: PowerFunctionEMA
+) -> dict[str, Any]:
+    """Restore `net`, `opt` and `ema` in place from `path`; returns the metadata (with "step")."""
+    tensors, meta = read_training_state(path)
+    restore_training_state(tensors, net, opt, ema, path)
     return meta
