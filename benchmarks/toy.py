@@ -1,0 +1,96 @@
+"""Time the toy reproduction stage by stage (a fresh run: models retrained) and its two hot spots.
+
+    python benchmarks/toy.py [--quick] [--out DIR]
+
+Prints a table and writes benchmarks/results/toy.json. For scale: the paper's reference code trains the
+main toy model at about 4 iterations/s on this 2-core CPU (~17 min), about 25 minutes for the whole run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from autoguidance import atomic
+from autoguidance.experiments.toy import ToySettings, run_toy
+from autoguidance.toy.mixture import ToyMixture
+from autoguidance.toy.model import ToyModel, ToyModelConfig
+
+REFERENCE_MAIN_ITERATIONS_PER_S = 4.0
+
+
+def time_call(fn, repeats: int) -> float:
+    fn()  # warm-up (numba compilation, allocator)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    return (time.perf_counter() - start) / repeats
+
+
+def hot_spots(batch: int = 4096) -> dict:
+    mixture = ToyMixture((0,))
+    g = torch.Generator().manual_seed(0)
+    sigma = (-2.3 + 1.5 * torch.randn(batch, generator=g)).exp()
+    x = mixture.sample(batch, 0.0, g) + sigma[:, None] * torch.randn(batch, 2, generator=g)
+    net = ToyModel(ToyModelConfig(width=64)).train()
+    target = torch.randn(batch, 2)
+
+    def step():
+        pred = net.score(x, sigma, create_graph=True)
+        (sigma[:, None] ** 2 * (pred - target).square()).sum(1).mean().backward()
+
+    return {
+        "exact_score_kernel_s": time_call(lambda: mixture.log_prob_and_score(x, sigma), 20),
+        "exact_score_tensor_ops_s": time_call(lambda: mixture._torch_log_prob_and_score(x, sigma), 5),
+        "mlp_double_backward_step_s": time_call(step, 20),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--out", default=None, help="run folder (default: a temporary one)")
+    args = parser.parse_args()
+    spots = hot_spots()
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(args.out or tmp)
+        settings = ToySettings.quick_settings() if args.quick else ToySettings()
+        start = time.perf_counter()
+        metrics = run_toy(settings, out, retrain=True, progress=False)
+        wall = time.perf_counter() - start
+    timings = metrics["timings"]
+    main_its = settings.models["main"]["iterations"] / timings["train_main"]
+    result = {
+        "machine": {"cpu_count": torch.get_num_threads(), "platform": platform.platform()},
+        "quick": args.quick,
+        "wall_seconds": wall,
+        "stages_seconds": timings,
+        "main_iterations_per_s": main_its,
+        "speedup_vs_reference_main_training": main_its / REFERENCE_MAIN_ITERATIONS_PER_S,
+        "hot_spots_seconds": spots,
+        "kernel_speedup_vs_tensor_ops": spots["exact_score_tensor_ops_s"] / spots["exact_score_kernel_s"],
+        "methods": metrics["methods"],
+    }
+    print(f"{'stage':<24}{'seconds':>10}")
+    for name, sec in timings.items():
+        print(f"{name:<24}{sec:>10.2f}")
+    print(f"{'wall':<24}{wall:>10.2f}")
+    print(f"main model: {main_its:.1f} it/s = {result['speedup_vs_reference_main_training']:.1f}x the reference's 4 it/s")
+    print(
+        f"exact score, 4096 x 1016: kernel {1e3 * spots['exact_score_kernel_s']:.1f} ms vs tensor ops "
+        f"{1e3 * spots['exact_score_tensor_ops_s']:.1f} ms ({result['kernel_speedup_vs_tensor_ops']:.1f}x); "
+        f"MLP step {1e3 * spots['mlp_double_backward_step_s']:.1f} ms"
+    )
+    path = Path(__file__).parent / "results" / ("toy-quick.json" if args.quick else "toy.json")
+    atomic.write_json(path, result)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
