@@ -10,6 +10,7 @@ import sys
 
 import click
 
+from .commands import generate, info, phema, toy, train
 from .errors import UserInputError
 
 
@@ -19,23 +20,8 @@ def cli() -> None:
     """Guide a diffusion model with a bad version of itself (Karras et al., NeurIPS 2024)."""
 
 
-def _register() -> None:
-    from .commands import toy
-
-    cli.add_command(toy.toy)
-    cli.add_command(toy.toy_plot)
-    # Image-model commands (issue: EDM2 networks); each module adds its own command if present.
-    for name in ("train", "phema", "generate", "info"):
-        try:
-            module = __import__(f"autoguidance.commands.{name}", fromlist=[name])
-        except ModuleNotFoundError as exc:
-            if exc.name != f"autoguidance.commands.{name}":
-                raise
-            continue
-        cli.add_command(getattr(module, name))
-
-
-_register()
+for _command in (toy.toy, toy.toy_plot, train.train, phema.phema, generate.generate, info.info):
+    cli.add_command(_command)
 
 
 def main(argv: list[str] | None = None) -> None:

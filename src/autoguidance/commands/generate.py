@@ -9,19 +9,16 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
 import sys
 import time
-from dataclasses import dataclass
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
 
 import click
 import torch
-from torch import distributed as dist
 
-from .. import atomic
+from .. import atomic, distributed
 from ..errors import UserInputError
 from ..generation import check_class_label, gather_sharded, generate_images, guided_denoiser, shard_seeds
 from ..guidance import check_interval, check_weight
@@ -66,50 +63,6 @@ def seed_file(seed: int) -> str:
 
 def weight_dir(w: float) -> str:
     return f"w{w:g}"
-
-
-@dataclass(frozen=True)
-class Dist:
-    """This process's place under torchrun (rank 0 of 1 without it)."""
-
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @classmethod
-    def from_env(cls) -> Dist:
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        return cls(int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0")))
-
-    def init(self) -> None:
-        # gloo even on GPUs: we only exchange a few uint8 images and timings, as CPU tensors.
-        if self.world_size > 1 and not dist.is_initialized():
-            dist.init_process_group("gloo")
-
-    def barrier(self) -> None:
-        if self.world_size > 1:
-            dist.barrier()
-
-    def max(self, value: float) -> float:
-        if self.world_size == 1:
-            return value
-        t = torch.tensor([value], dtype=torch.float64)
-        dist.all_reduce(t, op=dist.ReduceOp.MAX)
-        return float(t)
-
-    def close(self) -> None:
-        if self.world_size > 1 and dist.is_initialized():
-            dist.destroy_process_group()
-
-
-def _resolve_device(name: str, d: Dist) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
-        if not torch.cuda.is_available():
-            raise UserInputError("--device cuda, but CUDA is not available on this machine")
-        return torch.device("cuda", d.local_rank % torch.cuda.device_count())
-    return torch.device("cpu")
 
 
 def _provenance(path: str, meta: dict[str, Any]) -> dict[str, Any]:
@@ -168,7 +121,6 @@ def generate(
 ) -> None:
     """Generate images (one PNG per seed, or a grid) with optional autoguidance."""
     t_start = time.perf_counter()
-    d = Dist.from_env()
     # --- validate everything before writing anything ------------------------------------------------
     seeds = parse_seeds(seeds_text)
     if steps < 1:
@@ -183,20 +135,21 @@ def generate(
     interval = parse_interval(interval_text) if interval_text is not None else None
     if interval is not None and guide_path is None:
         raise UserInputError("--interval needs --guide")
-    dev = _resolve_device(device, d)
-    net, net_meta = load_network(net_path, device=dev)
-    guide, guide_meta = load_network(guide_path, device=dev) if guide_path else (None, None)
-    check_class_label(net, class_label)
-    for w in weights:
-        guided_denoiser(net, guide, w, interval)  # checks the guide against the net, w and the interval
-    t_loaded = time.perf_counter()
-
-    # --- generate: this process's share of the seeds -------------------------------------------------
-    d.init()
+    # gloo even on GPUs: ranks exchange only a few uint8 images and timings, as CPU tensors.
+    d = distributed.setup(device, backend="gloo")
     try:
+        dev = d.device
+        net, net_meta = load_network(net_path, device=dev)
+        guide, guide_meta = load_network(guide_path, device=dev) if guide_path else (None, None)
+        check_class_label(net, class_label)
+        for w in weights:
+            guided_denoiser(net, guide, w, interval)  # checks the guide against the net, w and interval
+        t_loaded = time.perf_counter()
+
+        # --- generate: this process's share of the seeds ---------------------------------------------
         out = Path(out_dir)
         mine = shard_seeds(seeds, d.rank, d.world_size, batch)
-        progress = d.rank == 0 and sys.stderr.isatty()
+        progress = d.is_main and sys.stderr.isatty()
         kwargs = dict(guide=guide, interval=interval, num_steps=steps, sigma_min=SIGMA_MIN,
                       sigma_max=SIGMA_MAX, rho=RHO, batch_size=batch, progress=progress)
         layout = _grid_layout(net, seeds, weights, class_label) if grid else None
@@ -219,7 +172,7 @@ def generate(
                     labels_by_seed = {str(s): int(k) for s, k in zip(seeds, everyone, strict=True)}
         gen_s = d.max(time.perf_counter() - t_loaded)  # the slowest process sets the wall time
         d.barrier()  # every rank's PNGs are on disk before rank 0 describes them
-        if d.rank != 0:
+        if not d.is_main:
             return
         if grid:
             save_png(out / GRID_NAME, make_grid(_grid_cells(cells, layout, weights)))

@@ -51,7 +51,7 @@ class ToySettings:
     tau_samples: int = 2**20
     tau_seed: int = 0
     figure_sigma: float = 0.03
-    figure_box: tuple[float, float, float, float] = (0.05, 0.75, 0.55, 1.25)  # x0, x1, y0, y1
+    figure_box: tuple[float, float, float, float] = (0.22, 0.62, 0.60, 1.00)  # x0, x1, y0, y1: one fork
     trajectory_samples: int = 4096
     device: str = "cpu"
     quick: bool = False

@@ -58,6 +58,7 @@ def figure2_arrays(settings, class_a: ToyMixture, models: dict, latents: torch.T
     g = grid(box, CLOSEUP_RES)
     shape = (CLOSEUP_RES, CLOSEUP_RES)
     out["closeup_logp_true"] = class_a.log_prob(g, s).numpy().reshape(shape)
+    out["closeup_logp_clean"] = class_a.log_prob(g, 0.0).numpy().reshape(shape)  # branch outline
     out["closeup_logp_main"] = model_log_density(main, g, s).reshape(shape)
     out["closeup_logp_guide"] = model_log_density(guide, g, s).reshape(shape)
     a = grid(box, ARROW_RES)

@@ -92,7 +92,11 @@ def _heat(ax, img: np.ndarray, ext, title: str, cmap: str, vmin: float, vmax: fl
     return im
 
 
-def _trajectories(ax, states: np.ndarray, color: str) -> None:
+TRAJECTORY_SIGMA_MAX = 0.3  # draw only the last stretch of each path, where it settles into the close-up
+
+
+def _trajectories(ax, states: np.ndarray, sigmas: np.ndarray, color: str) -> None:
+    states = states[sigmas <= TRAJECTORY_SIGMA_MAX]
     for i in range(states.shape[1]):
         ax.plot(states[:, i, 0], states[:, i, 1], color=color, lw=0.7, alpha=0.8)
         ax.plot(states[-1, i, 0], states[-1, i, 1], "o", color=color, ms=2.2)
@@ -101,6 +105,7 @@ def _trajectories(ax, states: np.ndarray, color: str) -> None:
 def figure2(arrays: dict, metrics: dict, path: Path) -> None:
     ext = arrays["closeup_extent"]
     sigma = float(arrays["closeup_sigma"])
+    settings = metrics["settings"]
     # Model log densities are unnormalised: show each relative to its maximum in the box.
     rel = {
         k: arrays[f"closeup_logp_{k}"] - arrays[f"closeup_logp_{k}"].max() for k in ("true", "main", "guide")
@@ -113,21 +118,27 @@ def figure2(arrays: dict, metrics: dict, path: Path) -> None:
         axes[0],
         rel["true"],
         ext,
-        f"(a) Ground truth log p(x; σ={sigma:g})\n+ unguided trajectories",
+        f"(a) Ground truth log p(x; σ={sigma:g})\n+ unguided trajectories (σ ≤ {TRAJECTORY_SIGMA_MAX:g})",
         "magma",
         lo,
         0,
     )
-    _trajectories(axes[0], arrays["trajectories_unguided"], "#40c0ff")
-    _heat(axes[1], rel["main"], ext, "(b) Main model log p₁ (width 64, 4096 it.)", "magma", lo, 0)
-    _heat(axes[2], rel["guide"], ext, "(c) Guiding model log p₀ (width 32, 512 it.)", "magma", lo, 0)
+    _trajectories(axes[0], arrays["trajectories_unguided"], arrays["trajectory_sigmas"], "#40c0ff")
+    for ax, key, label in (
+        (axes[1], "main", "(b) Main model log p₁"),
+        (axes[2], "guide", "(c) Guiding model log p₀"),
+    ):
+        spec = settings["models"][key]
+        _heat(
+            ax, rel[key], ext, f"{label}\n(width {spec['width']}, {spec['iterations']} it.)", "magma", lo, 0
+        )
     fig.colorbar(im, ax=axes[:3], shrink=0.8, label="log density (relative to max)")
     r = float(np.percentile(np.abs(ratio), 98))
     im2 = _heat(
         axes[3],
         ratio,
         ext,
-        "(d) log(p₁ / p₀), its gradient (arrows)\n+ autoguided trajectories",
+        f"(d) log(p₁ / p₀), its gradient (arrows)\n+ autoguided trajectories (w = {settings['guidance']:g})",
         "RdBu_r",
         -r,
         r,
@@ -137,9 +148,15 @@ def figure2(arrays: dict, metrics: dict, path: Path) -> None:
     axes[3].quiver(
         pts[:, 0], pts[:, 1], d[:, 0], d[:, 1], color="k", alpha=0.7, angles="xy", pivot="tail", width=0.004
     )
-    _trajectories(axes[3], arrays["trajectories_autoguidance"], "#20a040")
+    _trajectories(axes[3], arrays["trajectories_autoguidance"], arrays["trajectory_sigmas"], "#20a040")
     fig.colorbar(im2, ax=axes[3], shrink=0.8, label="log ratio (median 0)")
-    for ax in axes:
+    clean = arrays["closeup_logp_clean"]
+    xs = np.linspace(ext[0], ext[1], clean.shape[1])
+    ys = np.linspace(ext[2], ext[3], clean.shape[0])
+    tau = metrics["outlier_threshold_tau"]
+    for ax, color in zip(axes, ("w", "w", "w", "k"), strict=True):
+        # The clean (sigma = 0) branches, outlined where log p_A exceeds the outlier threshold.
+        ax.contour(xs, ys, clean, levels=[tau], colors=color, linewidths=0.6, linestyles="--", alpha=0.8)
         ax.set_xlim(ext[0], ext[1])
         ax.set_ylim(ext[2], ext[3])
     atomic.write_with(path, lambda p: fig.savefig(p, dpi=110, format="png"))

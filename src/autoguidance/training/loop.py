@@ -29,13 +29,13 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from .. import atomic
+from .. import atomic, distributed
 from ..data import batch_indices, load_dataset
 from ..errors import UserInputError
 from ..nets.io import save_network
 from ..nets.precond import EDM2Denoiser, build
 from ..nets.presets import PRESET_NAMES, preset_config
-from . import distributed, phema
+from . import phema
 from .ema import PowerFunctionEMA, sigma_rel_to_gamma
 from .export import sigma_rel_tag
 from .loss import denoising_loss

@@ -1,7 +1,8 @@
-"""One process or many: the same training code runs plain or under `torchrun`.
+"""One process or many: training and generation run plain or under `torchrun` with the same code.
 
 Under torchrun (RANK / WORLD_SIZE / LOCAL_RANK in the environment) the process group is initialised
-from the environment, NCCL on CUDA and gloo on the CPU; otherwise rank 0 of 1 with no process group.
+from the environment (NCCL on CUDA and gloo on the CPU unless a backend is asked for) and each rank
+takes the GPU of its local rank; otherwise this is rank 0 of 1 with no process group.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as tdist
 
-from ..errors import UserInputError
+from .errors import UserInputError
 
 
 @dataclass
@@ -37,6 +38,14 @@ class Distributed:
         tdist.all_reduce(value, op=tdist.ReduceOp.SUM)
         return value / self.world_size
 
+    def max(self, value: float) -> float:
+        """The largest value over all ranks (a collective), e.g. the slowest process's wall time."""
+        if self.world_size == 1:
+            return value
+        t = torch.tensor([value], dtype=torch.float64)
+        tdist.all_reduce(t, op=tdist.ReduceOp.MAX)
+        return float(t)
+
     def barrier(self) -> None:
         if self.world_size > 1:
             tdist.barrier()
@@ -52,8 +61,8 @@ def launched_by_torchrun() -> bool:
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
-    """'cpu', 'cuda' (or None: CUDA when available) as a torch.device; UserInputError if unusable."""
-    if device is None:
+    """'cpu', 'cuda' (None or 'auto': CUDA when available) as a torch.device; UserInputError if unusable."""
+    if device is None or device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         dev = torch.device(device)
@@ -66,8 +75,10 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return dev
 
 
-def setup(device: str | torch.device | None = None) -> Distributed:
-    """Join the torchrun process group if launched by torchrun; pick this rank's device."""
+def setup(device: str | torch.device | None = None, backend: str | None = None) -> Distributed:
+    """Join the torchrun process group if launched by torchrun; pick this rank's device.
+
+    backend: None for NCCL on CUDA and gloo on the CPU; "gloo" where only CPU tensors are exchanged."""
     dev = resolve_device(device)
     if not launched_by_torchrun():
         return Distributed(rank=0, world_size=1, device=dev, owns_group=False)
@@ -76,5 +87,5 @@ def setup(device: str | torch.device | None = None) -> Distributed:
         torch.cuda.set_device(dev)
     owns = not tdist.is_initialized()
     if owns:
-        tdist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
+        tdist.init_process_group(backend=backend or ("nccl" if dev.type == "cuda" else "gloo"))
     return Distributed(rank=tdist.get_rank(), world_size=tdist.get_world_size(), device=dev, owns_group=owns)
