@@ -100,8 +100,11 @@ def bench_sampling(s: Settings) -> list[dict]:
 
     def run(net: EDM2Denoiser, **kw) -> float:
         # No warm-up: eval_cost above has already run every network at this batch size.
-        return _best_time(lambda: generate_images(net, seeds, num_steps=s.steps, batch_size=s.batch, **kw),
-                          s.repeats, warmup=False)
+        return _best_time(
+            lambda: generate_images(net, seeds, num_steps=s.steps, batch_size=s.batch, **kw),
+            s.repeats,
+            warmup=False,
+        )
 
     for p in s.presets:
         row = {"preset": p, "mflops": flops[p] / 1e6, "eval_ms_per_image": evals[p] * 1e3}
@@ -136,15 +139,26 @@ def bench_training(s: Settings) -> list[dict]:
     rows = []
     for p in s.presets:
         config = TrainConfig(
-            dataset="mnist", preset=p, cond=True, batch_size=s.train_batch, duration=s.train_batch * 10**6,
-            snapshot_every=10**12, checkpoint_every=10**12,
+            dataset="mnist",
+            preset=p,
+            cond=True,
+            batch_size=s.train_batch,
+            duration=s.train_batch * 10**6,
+            snapshot_every=10**12,
+            checkpoint_every=10**12,
         )
         with tempfile.TemporaryDirectory() as run_dir:
             train(config, run_dir, progress=False, device="cpu", stop_after=s.train_iters, log_every=1)
             log = [json.loads(line) for line in (Path(run_dir) / LOG_FILE).read_text().splitlines()]
         rates = [r["images_per_sec"] for r in log[1:]]  # the first iteration pays for warm-up
-        rows.append({"preset": p, "batch": s.train_batch, "iterations": len(rates),
-                     "train_images_per_s": statistics.median(rates)})
+        rows.append(
+            {
+                "preset": p,
+                "batch": s.train_batch,
+                "iterations": len(rates),
+                "train_images_per_s": statistics.median(rates),
+            }
+        )
         print(f"  training {p}: done", file=sys.stderr)
     return rows
 
@@ -158,24 +172,32 @@ SECTIONS: dict[str, Callable[[Settings], list[dict]]] = {
 def print_tables(results: dict) -> None:
     sampling = results.get("sampling", [])
     if sampling:
-        print(f"\nSampling at {RESOLUTION}x{RESOLUTION}, Heun {results['settings']['steps']} steps, "
-              f"guide = one preset smaller, w = 2; ratio = guided / unguided time per image;\n"
-              f"floorF / floorT = 1 + (frac x) cost(guide) / cost(main) by FLOPs / by eval time; "
-              f"frac = share of evaluations inside the interval")
-        head = (f"{'preset':6} {'MFLOP':>7} {'ms/eval':>8} {'img/s':>7} | {'guide':>5} {'img/s':>7} "
-                f"{'ratio':>6} {'floorF':>6} {'floorT':>6} | {'frac':>5} {'img/s':>7} {'ratio':>6} "
-                f"{'floorF':>6} {'floorT':>6}")
+        print(
+            f"\nSampling at {RESOLUTION}x{RESOLUTION}, Heun {results['settings']['steps']} steps, "
+            f"guide = one preset smaller, w = 2; ratio = guided / unguided time per image;\n"
+            f"floorF / floorT = 1 + (frac x) cost(guide) / cost(main) by FLOPs / by eval time; "
+            f"frac = share of evaluations inside the interval"
+        )
+        head = (
+            f"{'preset':6} {'MFLOP':>7} {'ms/eval':>8} {'img/s':>7} | {'guide':>5} {'img/s':>7} "
+            f"{'ratio':>6} {'floorF':>6} {'floorT':>6} | {'frac':>5} {'img/s':>7} {'ratio':>6} "
+            f"{'floorF':>6} {'floorT':>6}"
+        )
         print(" " * 31 + "| autoguided" + " " * 31 + "| with interval (0.28, 2.90]")
         print(head)
         for r in sampling:
-            line = (f"{r['preset']:6} {r['mflops']:7.1f} {r['eval_ms_per_image']:8.2f} "
-                    f"{r['unguided_images_per_s']:7.1f}")
+            line = (
+                f"{r['preset']:6} {r['mflops']:7.1f} {r['eval_ms_per_image']:8.2f} "
+                f"{r['unguided_images_per_s']:7.1f}"
+            )
             if "guide" in r:
-                line += (f" | {r['guide']:>5} {r['guided_images_per_s']:7.1f} {r['ratio_measured']:6.2f} "
-                         f"{r['floor_flops']:6.2f} {r['floor_eval_time']:6.2f} "
-                         f"| {r['interval_fraction']:5.2f} "
-                         f"{r['interval_images_per_s']:7.1f} {r['interval_ratio_measured']:6.2f} "
-                         f"{r['interval_floor_flops']:6.2f} {r['interval_floor_eval_time']:6.2f}")
+                line += (
+                    f" | {r['guide']:>5} {r['guided_images_per_s']:7.1f} {r['ratio_measured']:6.2f} "
+                    f"{r['floor_flops']:6.2f} {r['floor_eval_time']:6.2f} "
+                    f"| {r['interval_fraction']:5.2f} "
+                    f"{r['interval_images_per_s']:7.1f} {r['interval_ratio_measured']:6.2f} "
+                    f"{r['interval_floor_flops']:6.2f} {r['interval_floor_eval_time']:6.2f}"
+                )
             print(line)
     training = results.get("training", [])
     if training:
@@ -206,12 +228,24 @@ def main(argv: list[str] | None = None) -> None:
     if unknown:
         ap.error(f"unknown presets or sections: {unknown}")
     torch.set_num_threads(args.threads)
-    settings = Settings(presets, args.steps, args.images, args.batch, args.repeats, args.threads,
-                        args.train_batch, args.train_iters)
+    settings = Settings(
+        presets,
+        args.steps,
+        args.images,
+        args.batch,
+        args.repeats,
+        args.threads,
+        args.train_batch,
+        args.train_iters,
+    )
     results: dict = {
         "settings": {**settings.__dict__, "resolution": RESOLUTION, "label_dim": LABEL_DIM},
-        "machine": {"torch": torch.__version__, "cpu_count": os.cpu_count(), "threads": args.threads,
-                    "device": "cpu"},
+        "machine": {
+            "torch": torch.__version__,
+            "cpu_count": os.cpu_count(),
+            "threads": args.threads,
+            "device": "cpu",
+        },
     }
     t0 = time.perf_counter()
     for name in sections:

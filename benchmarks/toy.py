@@ -9,7 +9,6 @@ main toy model at about 4 iterations/s on this 2-core CPU (~17 min), about 25 mi
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import tempfile
 import time
@@ -81,7 +80,9 @@ def main() -> None:
     for name, sec in timings.items():
         print(f"{name:<24}{sec:>10.2f}")
     print(f"{'wall':<24}{wall:>10.2f}")
-    print(f"main model: {main_its:.1f} it/s = {result['speedup_vs_reference_main_training']:.1f}x the reference's 4 it/s")
+    print(
+        f"main model: {main_its:.1f} it/s = {result['speedup_vs_reference_main_training']:.1f}x the reference's 4 it/s"
+    )
     print(
         f"exact score, 4096 x 1016: kernel {1e3 * spots['exact_score_kernel_s']:.1f} ms vs tensor ops "
         f"{1e3 * spots['exact_score_tensor_ops_s']:.1f} ms ({result['kernel_speedup_vs_tensor_ops']:.1f}x); "

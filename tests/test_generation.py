@@ -52,8 +52,12 @@ def ckpts(tmp_path_factory) -> dict[str, Path]:
     torch.manual_seed(0)
     folder = tmp_path_factory.mktemp("nets")
     specs = {
-        "cond": ("xs", 8, 10), "cond_guide": ("xxs", 8, 10), "uncond": ("xs", 8, 0),
-        "uncond_guide": ("xxs", 8, 0), "cond5": ("xxs", 8, 5), "res32": ("xxs", 32, 10),
+        "cond": ("xs", 8, 10),
+        "cond_guide": ("xxs", 8, 10),
+        "uncond": ("xs", 8, 0),
+        "uncond_guide": ("xxs", 8, 0),
+        "cond5": ("xxs", 8, 5),
+        "res32": ("xxs", 32, 10),
     }
     paths = {}
     for key, (name, res, labels) in specs.items():
@@ -77,6 +81,7 @@ def _assert_same_images(a: torch.Tensor, b: torch.Tensor) -> None:
 
 
 # --- library -----------------------------------------------------------------------------------------------
+
 
 def test_generation_is_batch_size_independent_per_seed(nets):
     seeds = [3, 0, 11, 5, 7, 1, 2]
@@ -125,8 +130,9 @@ def test_guidance_interval_evaluates_guide_only_inside(nets):
     ]
     lo, hi = 0.5, 10.0
     try:
-        generate_images(main_net, range(3), guide=guide, guidance=2.0, interval=(lo, hi), num_steps=8,
-                        batch_size=3)
+        generate_images(
+            main_net, range(3), guide=guide, guidance=2.0, interval=(lo, hi), num_steps=8, batch_size=3
+        )
     finally:
         for h in hooks:
             h.remove()
@@ -169,14 +175,31 @@ def test_make_grid_places_cells_row_major():
 
 # --- the command -----------------------------------------------------------------------------------------
 
+
 def _run(args: list[str]) -> None:
     main(["generate", "--device", "cpu", "--steps", str(STEPS), *args])
 
 
 def test_cli_writes_one_png_per_seed_and_metadata(ckpts, tmp_path):
     out = tmp_path / "out"
-    _run(["--net", str(ckpts["cond"]), "--guide", str(ckpts["cond_guide"]), "--guidance", "2",
-          "--interval", "0.1,5", "--seeds", "0-2,10", "--batch", "3", "--out", str(out)])
+    _run(
+        [
+            "--net",
+            str(ckpts["cond"]),
+            "--guide",
+            str(ckpts["cond_guide"]),
+            "--guidance",
+            "2",
+            "--interval",
+            "0.1,5",
+            "--seeds",
+            "0-2,10",
+            "--batch",
+            "3",
+            "--out",
+            str(out),
+        ]
+    )
     names = sorted(p.name for p in out.iterdir())
     assert names == ["generate.json", "seed000000.png", "seed000001.png", "seed000002.png", "seed000010.png"]
     with Image.open(out / "seed000010.png") as im:
@@ -187,8 +210,22 @@ def test_cli_writes_one_png_per_seed_and_metadata(ckpts, tmp_path):
     assert set(meta["labels"]) == {"0", "1", "2", "10"} and meta["timings"]["images"] == 4
     # Several weights: a folder per weight; w = 1 there is the unguided image.
     out2 = tmp_path / "out2"
-    _run(["--net", str(ckpts["cond"]), "--guide", str(ckpts["cond_guide"]), "--guidance", "1,2",
-          "--seeds", "0-2,10", "--batch", "3", "--out", str(out2)])
+    _run(
+        [
+            "--net",
+            str(ckpts["cond"]),
+            "--guide",
+            str(ckpts["cond_guide"]),
+            "--guidance",
+            "1,2",
+            "--seeds",
+            "0-2,10",
+            "--batch",
+            "3",
+            "--out",
+            str(out2),
+        ]
+    )
     assert (out2 / "w1" / "seed000010.png").is_file() and (out2 / "w2" / "seed000010.png").is_file()
     plain = tmp_path / "plain"
     _run(["--net", str(ckpts["cond"]), "--seeds", "0-2,10", "--batch", "3", "--out", str(plain)])
@@ -206,8 +243,23 @@ def test_cli_writes_one_png_per_seed_and_metadata(ckpts, tmp_path):
 )
 def test_cli_grid_layout(ckpts, tmp_path, net, weights, seeds, rows, cols):
     guide = "cond_guide" if net == "cond" else "uncond_guide"
-    _run(["--net", str(ckpts[net]), "--guide", str(ckpts[guide]), "--guidance", weights, "--seeds", seeds,
-          "--steps", "2", "--grid", "--out", str(tmp_path)])
+    _run(
+        [
+            "--net",
+            str(ckpts[net]),
+            "--guide",
+            str(ckpts[guide]),
+            "--guidance",
+            weights,
+            "--seeds",
+            seeds,
+            "--steps",
+            "2",
+            "--grid",
+            "--out",
+            str(tmp_path),
+        ]
+    )
     with Image.open(tmp_path / "grid.png") as im:
         assert im.size == (cols * 8 + cols - 1, rows * 8 + rows - 1)
     meta = json.loads((tmp_path / "generate.json").read_text())
@@ -218,15 +270,39 @@ def test_cli_grid_layout(ckpts, tmp_path, net, weights, seeds, rows, cols):
 
 def _torchrun(nproc: int, args: list[str]) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
-           "-m", "autoguidance.cli", "generate", "--device", "cpu", *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        str(nproc),
+        "-m",
+        "autoguidance.cli",
+        "generate",
+        "--device",
+        "cpu",
+        *args,
+    ]
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr[-2000:]
 
 
 def test_torchrun_one_and_two_processes_give_identical_pngs(ckpts, tmp_path):
-    common = ["--net", str(ckpts["cond"]), "--guide", str(ckpts["cond_guide"]), "--guidance", "2",
-              "--seeds", "0-4", "--steps", "3", "--batch", "2"]
+    common = [
+        "--net",
+        str(ckpts["cond"]),
+        "--guide",
+        str(ckpts["cond_guide"]),
+        "--guidance",
+        "2",
+        "--seeds",
+        "0-4",
+        "--steps",
+        "3",
+        "--batch",
+        "2",
+    ]
     _torchrun(1, [*common, "--out", str(tmp_path / "one")])
     _torchrun(2, [*common, "--out", str(tmp_path / "two")])
     _torchrun(2, [*common, "--class", "3", "--grid", "--out", str(tmp_path / "grid")])

@@ -27,12 +27,20 @@ def _seed():
 
 
 def small_config(**overrides) -> NetConfig:
-    base = dict(img_resolution=8, img_channels=1, label_dim=10, model_channels=8, channel_mult=(1, 2),
-                num_blocks=1, attn_resolutions=(4,))
+    base = dict(
+        img_resolution=8,
+        img_channels=1,
+        label_dim=10,
+        model_channels=8,
+        channel_mult=(1, 2),
+        num_blocks=1,
+        attn_resolutions=(4,),
+    )
     return NetConfig(**{**base, **overrides})
 
 
 # --- magnitude-preserving primitives -------------------------------------------------------------------
+
 
 def test_primitives_keep_unit_magnitude():
     a, b = torch.randn(4096, 64), torch.randn(4096, 32)
@@ -77,6 +85,7 @@ def test_unet_activations_stay_near_unit_magnitude():
 
 
 # --- preconditioning ------------------------------------------------------------------------------------
+
 
 class StubNet(nn.Module):
     """Records what the preconditioner feeds the network and returns a fixed F."""
@@ -149,6 +158,7 @@ def test_preset_shapes(resolution, label_dim):
 
 # --- configuration --------------------------------------------------------------------------------------
 
+
 def test_config_round_trips_through_json():
     cfg = preset_config("m", 32, 1, 10, dropout=0.1)
     again = NetConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
@@ -204,6 +214,7 @@ def test_conditioning_mismatch_raises():
 
 
 # --- guidance and size --------------------------------------------------------------------------------
+
 
 def test_plugs_into_autoguidance():
     main, guide = build(preset_config("s", 8, 1, 10)), build(preset_config("xxs", 8, 1, 10))

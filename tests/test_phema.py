@@ -27,15 +27,27 @@ def _profile(t: float, gamma: float):
 
 @pytest.mark.parametrize(
     "t_a, g_a, t_b, g_b",
-    [(1.0, 0.0, 1.0, 0.0), (100.0, 6.94, 250.0, 16.97), (250.0, 16.97, 100.0, 6.94), (3.0, 97.0, 2.5, 0.5),
-     (7.0, -0.3, 9.0, 2.0)],
+    [
+        (1.0, 0.0, 1.0, 0.0),
+        (100.0, 6.94, 250.0, 16.97),
+        (250.0, 16.97, 100.0, 6.94),
+        (3.0, 97.0, 2.5, 0.5),
+        (7.0, -0.3, 9.0, 2.0),
+    ],
 )
 def test_profile_inner_matches_quadrature(t_a, g_a, t_b, g_b):
     pa, pb = _profile(t_a, g_a), _profile(t_b, g_b)
     t_lo = min(t_a, t_b)
     # Sharp profiles (large gamma) concentrate near their end: tell quad where to look.
-    expected, _ = integrate.quad(lambda x: pa(x) * pb(x), 0.0, t_lo, points=[0.9 * t_lo, 0.99 * t_lo],
-                                 epsabs=0, epsrel=1e-11, limit=200)
+    expected, _ = integrate.quad(
+        lambda x: pa(x) * pb(x),
+        0.0,
+        t_lo,
+        points=[0.9 * t_lo, 0.99 * t_lo],
+        epsabs=0,
+        epsrel=1e-11,
+        limit=200,
+    )
     assert float(profile_inner(t_a, g_a, t_b, g_b)) == pytest.approx(expected, rel=1e-8)
     assert float(profile_inner(t_b, g_b, t_a, g_a)) == pytest.approx(expected, rel=1e-12)
 
@@ -131,8 +143,14 @@ def test_streaming_matches_in_memory(run, tmp_path):
     snapshots, _, _ = run
     for step, gamma, tensors in snapshots:
         sigma_rel = TRACKED[0] if abs(gamma - sigma_rel_to_gamma(TRACKED[0])) < 1e-9 else TRACKED[1]
-        save_snapshot(snapshot_path(tmp_path, int(step), sigma_rel), tensors, t=step, gamma=gamma,
-                      step=int(step), extra_meta={"net": "toy"})
+        save_snapshot(
+            snapshot_path(tmp_path, int(step), sigma_rel),
+            tensors,
+            t=step,
+            gamma=gamma,
+            step=int(step),
+            extra_meta={"net": "toy"},
+        )
     (tmp_path / "snapshots" / ".phema-unfinished.tmp.safetensors").write_bytes(b"partial")  # ignored
     infos = list_snapshots(tmp_path)
     assert len(infos) == len(snapshots)

@@ -78,8 +78,17 @@ def test_learning_rate_schedule():
     assert learning_rate(c, 399) == pytest.approx(0.005)  # then lr_ref / sqrt(t / t_ref)
 
 
-@pytest.mark.parametrize("change", [dict(duration=0), dict(batch_size=-1), dict(preset="huge"),
-                                    dict(ema_sigma_rels=(0.5,)), dict(dropout=1.0), dict(p_std=0.0)])
+@pytest.mark.parametrize(
+    "change",
+    [
+        dict(duration=0),
+        dict(batch_size=-1),
+        dict(preset="huge"),
+        dict(ema_sigma_rels=(0.5,)),
+        dict(dropout=1.0),
+        dict(p_std=0.0),
+    ],
+)
 def test_bad_config_raises(change):
     with pytest.raises(UserInputError):
         TrainConfig(**change)
@@ -99,8 +108,9 @@ def test_config_round_trips_through_json():
 def trained_run(tmp_path_factory):
     """120 iterations of batch 16 (about 10 s): snapshots every 20 iterations, per-iteration log."""
     run = tmp_path_factory.mktemp("run")
-    config = TrainConfig(**TINY, batch_size=16, duration=16 * 120, snapshot_every=16 * 20,
-                         checkpoint_every=16 * 60)
+    config = TrainConfig(
+        **TINY, batch_size=16, duration=16 * 120, snapshot_every=16 * 20, checkpoint_every=16 * 60
+    )
     result = train(config, run, progress=False, log_every=1)
     assert result.finished and result.steps == 120
     return run, config
@@ -130,8 +140,10 @@ def test_phema_reconstructs_tracked_ema(trained_run, tmp_path):
     run, _ = trained_run
     main(["phema", "--run", str(run), "--sigma-rel", "0.05,0.10", "--out", str(tmp_path)])
     for tag in ("0.050", "0.100"):
-        rec, tracked = _tensors(tmp_path / f"network-phema-{tag}.safetensors"), _tensors(
-            run / f"network-ema-{tag}.safetensors")
+        rec, tracked = (
+            _tensors(tmp_path / f"network-phema-{tag}.safetensors"),
+            _tensors(run / f"network-ema-{tag}.safetensors"),
+        )
         for name, t in tracked.items():
             assert torch.allclose(rec[name], t, atol=2e-3, rtol=0), name
     # At an earlier snapshot time only the snapshots so far count: there it matches that snapshot.
@@ -192,8 +204,16 @@ def test_two_processes_match_one(tmp_path):
     script = tmp_path / "worker.py"
     script.write_text(textwrap.dedent(_WORKER.format(config=repr(config.to_dict()))))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           str(script), str(tmp_path / "two")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        str(script),
+        str(tmp_path / "two"),
+    ]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stderr[-3000:]
     train(config, tmp_path / "one", progress=False, log_every=1)
@@ -204,8 +224,10 @@ def test_two_processes_match_one(tmp_path):
         one, two = (_tensors(tmp_path / d / f"{name}.safetensors") for d in ("one", "two"))
         for k in one:
             assert torch.allclose(one[k], two[k], atol=1e-5, rtol=1e-5), f"{name}: {k}"
-    logs = [[json.loads(line)["loss"] for line in (tmp_path / d / "log.jsonl").read_text().splitlines()]
-            for d in ("one", "two")]
+    logs = [
+        [json.loads(line)["loss"] for line in (tmp_path / d / "log.jsonl").read_text().splitlines()]
+        for d in ("one", "two")
+    ]
     assert logs[0] == pytest.approx(logs[1], rel=1e-4)
 
 
@@ -215,30 +237,58 @@ def test_two_processes_match_one(tmp_path):
 
 def test_train_and_info_commands(tmp_path, capsys):
     out = tmp_path / "run"
-    main(["train", "--dataset", "digits", "--preset", "xxs", "--uncond", "--duration", "16", "--batch", "8",
-          "--out", str(out), "--snapshot-every", "8", "--no-progress", "--device", "cpu"])
+    main(
+        [
+            "train",
+            "--dataset",
+            "digits",
+            "--preset",
+            "xxs",
+            "--uncond",
+            "--duration",
+            "16",
+            "--batch",
+            "8",
+            "--out",
+            str(out),
+            "--snapshot-every",
+            "8",
+            "--no-progress",
+            "--device",
+            "cpu",
+        ]
+    )
     assert (out / "network-ema-0.050.safetensors").exists()
     capsys.readouterr()
-    for ckpt in (out / "network-final.safetensors", out / STATE_FILE,
-                 out / "snapshots" / "phema-0000000002-0.0500.safetensors"):
+    for ckpt in (
+        out / "network-final.safetensors",
+        out / STATE_FILE,
+        out / "snapshots" / "phema-0000000002-0.0500.safetensors",
+    ):
         main(["info", str(ckpt)])
         text = capsys.readouterr().out
         assert "parameters: " in text and "flops_per_evaluation: " in text and '"preset": "xxs"' in text
         assert "label_dim: 0" in text
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["train", "--dataset", "digits", "--preset", "huge", "--duration", "8", "--out", "{tmp}"], "preset"),
-    (["train", "--dataset", "nosuch", "--preset", "xxs", "--duration", "8", "--out", "{tmp}"], "nosuch"),
-    (["train", "--dataset", "digits", "--duration", "0", "--out", "{tmp}"], "duration"),
-    (["train", "--dataset", "digits", "--duration", "-5", "--out", "{tmp}"], "duration"),
-    (["train", "--dataset", "digits", "--duration", "8", "--batch", "0", "--out", "{tmp}"], "batch_size"),
-    (["train", "--dataset", "digits", "--duration", "8", "--ema", "0.05,x", "--out", "{tmp}"], "sigma_rel"),
-    (["info", "{tmp}/corrupt.safetensors"], "corrupt"),
-    (["info", "{tmp}/missing.safetensors"], "not found"),
-    (["phema", "--run", "{tmp}", "--sigma-rel", "0.05"], "snapshots"),
-    (["phema", "--run", "{tmp}", "--sigma-rel", "0.9"], "sigma_rel"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["train", "--dataset", "digits", "--preset", "huge", "--duration", "8", "--out", "{tmp}"], "preset"),
+        (["train", "--dataset", "nosuch", "--preset", "xxs", "--duration", "8", "--out", "{tmp}"], "nosuch"),
+        (["train", "--dataset", "digits", "--duration", "0", "--out", "{tmp}"], "duration"),
+        (["train", "--dataset", "digits", "--duration", "-5", "--out", "{tmp}"], "duration"),
+        (["train", "--dataset", "digits", "--duration", "8", "--batch", "0", "--out", "{tmp}"], "batch_size"),
+        (
+            ["train", "--dataset", "digits", "--duration", "8", "--ema", "0.05,x", "--out", "{tmp}"],
+            "sigma_rel",
+        ),
+        (["info", "{tmp}/corrupt.safetensors"], "corrupt"),
+        (["info", "{tmp}/missing.safetensors"], "not found"),
+        (["phema", "--run", "{tmp}", "--sigma-rel", "0.05"], "snapshots"),
+        (["phema", "--run", "{tmp}", "--sigma-rel", "0.9"], "sigma_rel"),
+    ],
+)
 def test_command_errors_are_one_line(tmp_path, capsys, argv, message):
     (tmp_path / "corrupt.safetensors").write_bytes(b"\x00" * 40)
     with pytest.raises(SystemExit) as exc:

@@ -169,6 +169,7 @@ def generate_images(
 
 # --- several processes (torchrun) ------------------------------------------------------------------------
 
+
 def shard_seeds(seeds: Sequence[int], rank: int, world_size: int, batch_size: int = 1) -> list[int]:
     """This rank's share of `seeds`: whole batches, dealt out in turn (strided by batch).
 

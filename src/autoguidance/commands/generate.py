@@ -79,8 +79,12 @@ def _grid_layout(net: EDM2Denoiser, seeds: list[int], weights: list[float], clas
     """
     label_dim = net.config.label_dim
     if label_dim > 0 and class_label is None:
-        return {"rows": "class", "row_values": list(range(label_dim)), "columns": "weight x seed",
-                "column_values": [[w, s] for w in weights for s in seeds]}
+        return {
+            "rows": "class",
+            "row_values": list(range(label_dim)),
+            "columns": "weight x seed",
+            "column_values": [[w, s] for w in weights for s in seeds],
+        }
     if len(weights) > 1:
         return {"rows": "seed", "row_values": seeds, "columns": "weight", "column_values": weights}
     return {"rows": "-", "row_values": [None], "columns": "seed", "column_values": seeds}
@@ -88,22 +92,40 @@ def _grid_layout(net: EDM2Denoiser, seeds: list[int], weights: list[float], clas
 
 @click.command("generate")
 @click.option("--net", "net_path", required=True, help="Checkpoint of the main network (.safetensors).")
-@click.option("--guide", "guide_path", default=None,
-              help="Checkpoint of the guide: a weaker model of the same task (autoguidance), or an "
-                   "unconditional one for a conditional net (CFG).")
-@click.option("--guidance", "guidance_text", default=None,
-              help="Guidance weight W, or W1,W2,... (needs --guide; 1 = no guidance).")
-@click.option("--interval", "interval_text", default=None,
-              help="LO,HI: use the guide only for LO < sigma <= HI.")
+@click.option(
+    "--guide",
+    "guide_path",
+    default=None,
+    help="Checkpoint of the guide: a weaker model of the same task (autoguidance), or an "
+    "unconditional one for a conditional net (CFG).",
+)
+@click.option(
+    "--guidance",
+    "guidance_text",
+    default=None,
+    help="Guidance weight W, or W1,W2,... (needs --guide; 1 = no guidance).",
+)
+@click.option(
+    "--interval", "interval_text", default=None, help="LO,HI: use the guide only for LO < sigma <= HI."
+)
 @click.option("--seeds", "seeds_text", default="0-63", show_default=True, help="Seeds, e.g. 0-63 or 0-3,10.")
-@click.option("--class", "class_label", type=int, default=None,
-              help="Generate this class only (conditional nets); default: a class drawn per seed.")
-@click.option("--steps", type=int, default=32, show_default=True,
-              help="Heun steps (2 steps - 1 network evaluations).")
+@click.option(
+    "--class",
+    "class_label",
+    type=int,
+    default=None,
+    help="Generate this class only (conditional nets); default: a class drawn per seed.",
+)
+@click.option(
+    "--steps", type=int, default=32, show_default=True, help="Heun steps (2 steps - 1 network evaluations)."
+)
 @click.option("--batch", type=int, default=64, show_default=True, help="Images per batch per process.")
-@click.option("--grid", is_flag=True,
-              help="Write one grid.png instead of per-seed PNGs: rows = classes (conditional nets), "
-                   "columns = guidance weights (several) or seeds (one weight).")
+@click.option(
+    "--grid",
+    is_flag=True,
+    help="Write one grid.png instead of per-seed PNGs: rows = classes (conditional nets), "
+    "columns = guidance weights (several) or seeds (one weight).",
+)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--out", "out_dir", required=True, help="Output folder.")
 def generate(
@@ -150,8 +172,16 @@ def generate(
         out = Path(out_dir)
         mine = shard_seeds(seeds, d.rank, d.world_size, batch)
         progress = d.is_main and sys.stderr.isatty()
-        kwargs = dict(guide=guide, interval=interval, num_steps=steps, sigma_min=SIGMA_MIN,
-                      sigma_max=SIGMA_MAX, rho=RHO, batch_size=batch, progress=progress)
+        kwargs = dict(
+            guide=guide,
+            interval=interval,
+            num_steps=steps,
+            sigma_min=SIGMA_MIN,
+            sigma_max=SIGMA_MAX,
+            rho=RHO,
+            batch_size=batch,
+            progress=progress,
+        )
         layout = _grid_layout(net, seeds, weights, class_label) if grid else None
         outputs: list[str] = []
         labels_by_seed: dict[str, int] = {}
@@ -181,10 +211,20 @@ def generate(
         meta = {
             "command": "generate",
             "settings": {
-                "seeds": seeds_text, "num_seeds": len(seeds), "guidance": weights,
-                "interval": list(interval) if interval else None, "class": class_label, "solver": "heun",
-                "num_steps": steps, "sigma_min": SIGMA_MIN, "sigma_max": SIGMA_MAX, "rho": RHO,
-                "batch": batch, "device": str(dev), "world_size": d.world_size, "grid": grid,
+                "seeds": seeds_text,
+                "num_seeds": len(seeds),
+                "guidance": weights,
+                "interval": list(interval) if interval else None,
+                "class": class_label,
+                "solver": "heun",
+                "num_steps": steps,
+                "sigma_min": SIGMA_MIN,
+                "sigma_max": SIGMA_MAX,
+                "rho": RHO,
+                "batch": batch,
+                "device": str(dev),
+                "world_size": d.world_size,
+                "grid": grid,
             },
             "net": _provenance(net_path, net_meta),
             "guide": _provenance(guide_path, guide_meta) if guide_path else None,
@@ -192,7 +232,9 @@ def generate(
             "outputs": outputs,
             "labels": labels_by_seed or None,
             "timings": {
-                "load_s": t_loaded - t_start, "generate_s": gen_s, "images": n_images,
+                "load_s": t_loaded - t_start,
+                "generate_s": gen_s,
+                "images": n_images,
                 "images_per_s": n_images / gen_s if gen_s > 0 else math.inf,
             },
             "versions": {"autoguidance": _version(), "torch": torch.__version__},

@@ -32,31 +32,67 @@ from ..training.export import parse_sigma_rels
 @click.option("--dropout", type=float, default=None, help="Dropout probability [default: 0].")
 @click.option("--seed", type=int, default=None, help="Seed of weights, data order and noise [default: 0].")
 @click.option("--snapshot-every", type=int, default=None, help="Images per EMA snapshot [default: 32768].")
-@click.option("--checkpoint-every", type=int, default=None,
-              help="Images between training-state checkpoints [default: 131072].")
-@click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None,
-              help="Compute device [default: cuda when available].")
+@click.option(
+    "--checkpoint-every",
+    type=int,
+    default=None,
+    help="Images between training-state checkpoints [default: 131072].",
+)
+@click.option(
+    "--device",
+    type=click.Choice(["cpu", "cuda"]),
+    default=None,
+    help="Compute device [default: cuda when available].",
+)
 @click.option("--stop-after", type=int, default=None, help="Stop (resumably) after this many iterations.")
 @click.option("--log-every", type=int, default=10, show_default=True, help="Iterations per log.jsonl record.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Draw a progress bar.")
 def train(
-    dataset: str, preset: str, cond: bool, duration: int, batch: int, out_dir: str, lr: float | None,
-    t_ref: int | None, warmup: int | None, p_mean: float | None, p_std: float | None, ema: str | None,
-    dropout: float | None, seed: int | None, snapshot_every: int | None, checkpoint_every: int | None,
-    device: str | None, stop_after: int | None, log_every: int, progress: bool,
+    dataset: str,
+    preset: str,
+    cond: bool,
+    duration: int,
+    batch: int,
+    out_dir: str,
+    lr: float | None,
+    t_ref: int | None,
+    warmup: int | None,
+    p_mean: float | None,
+    p_std: float | None,
+    ema: str | None,
+    dropout: float | None,
+    seed: int | None,
+    snapshot_every: int | None,
+    checkpoint_every: int | None,
+    device: str | None,
+    stop_after: int | None,
+    log_every: int,
+    progress: bool,
 ) -> None:
     """Train an EDM2 denoiser; writes network-final and network-ema-* files into --out."""
     given = {
-        "lr_ref": lr, "t_ref": t_ref, "warmup": warmup, "p_mean": p_mean, "p_std": p_std,
-        "ema_sigma_rels": None if ema is None else tuple(parse_sigma_rels(ema)), "dropout": dropout,
-        "seed": seed, "snapshot_every": snapshot_every, "checkpoint_every": checkpoint_every,
+        "lr_ref": lr,
+        "t_ref": t_ref,
+        "warmup": warmup,
+        "p_mean": p_mean,
+        "p_std": p_std,
+        "ema_sigma_rels": None if ema is None else tuple(parse_sigma_rels(ema)),
+        "dropout": dropout,
+        "seed": seed,
+        "snapshot_every": snapshot_every,
+        "checkpoint_every": checkpoint_every,
     }
     config = loop.TrainConfig(
-        dataset=dataset, preset=preset, cond=cond, batch_size=batch, duration=duration,
+        dataset=dataset,
+        preset=preset,
+        cond=cond,
+        batch_size=batch,
+        duration=duration,
         **{k: v for k, v in given.items() if v is not None},  # unset options keep TrainConfig's defaults
     )
-    result = loop.train(config, out_dir, progress=progress, device=device, stop_after=stop_after,
-                        log_every=log_every)
+    result = loop.train(
+        config, out_dir, progress=progress, device=device, stop_after=stop_after, log_every=log_every
+    )
     if os.environ.get("RANK", "0") != "0":  # under torchrun, one summary line is enough
         return
     state = "finished" if result.finished else "stopped (rerun to continue)"

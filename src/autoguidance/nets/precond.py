@@ -90,9 +90,7 @@ class NetConfig:
         unknown = sorted(set(d) - set(fields))
         if unknown:
             raise UserInputError(f"unknown network config keys {unknown}; valid keys: {sorted(fields)}")
-        missing = sorted(
-            n for n, f in fields.items() if f.default is dataclasses.MISSING and n not in d
-        )
+        missing = sorted(n for n, f in fields.items() if f.default is dataclasses.MISSING and n not in d)
         if missing:
             raise UserInputError(f"network config is missing keys {missing}")
         return cls(**d)
@@ -133,17 +131,21 @@ class EDM2Denoiser(nn.Module):
         self.config = config
         self.sigma_data = config.sigma_data
         self.label_dim = config.label_dim
-        self.unet = net if net is not None else UNet(
-            img_resolution=config.img_resolution,
-            img_channels=config.img_channels,
-            label_dim=config.label_dim,
-            model_channels=config.model_channels,
-            channel_mult=config.channel_mult,
-            num_blocks=config.num_blocks,
-            attn_resolutions=config.attn_resolutions,
-            dropout=config.dropout,
-            label_balance=config.label_balance,
-            concat_balance=config.concat_balance,
+        self.unet = (
+            net
+            if net is not None
+            else UNet(
+                img_resolution=config.img_resolution,
+                img_channels=config.img_channels,
+                label_dim=config.label_dim,
+                model_channels=config.model_channels,
+                channel_mult=config.channel_mult,
+                num_blocks=config.num_blocks,
+                attn_resolutions=config.attn_resolutions,
+                dropout=config.dropout,
+                label_balance=config.label_balance,
+                concat_balance=config.concat_balance,
+            )
         )
         # Learned uncertainty u(sigma) (EDM2 Sec. 5 / eq. 8): weighs the loss per noise level.
         self.logvar_fourier = MPFourier(config.logvar_channels)

@@ -19,9 +19,7 @@ CUTOFF = 50.0
 
 
 @njit(parallel=True, fastmath=True, cache=True)
-def mixture_logp_score(
-    x, s2, e1, e2, c1, c2, lam1, lam2, logw, out_logp, out_score, out_best
-):
+def mixture_logp_score(x, s2, e1, e2, c1, c2, lam1, lam2, logw, out_logp, out_score, out_best):
     """All arrays of one float dtype (float32 for training targets, float64 for metrics; sums are kept
     in float64 either way). x (B, 2); s2 (B,) sigma^2; per component k: eigenvectors e1[k], e2[k]
     (K, 2), offsets c = mu . e, eigenvalues lam1, lam2 of Sigma_k, log weights. Writes log p(x; sigma)

@@ -79,13 +79,22 @@ def export_phema(
         try:
             net.load_state_dict(tensors)  # checks names and shapes against the config
         except RuntimeError as exc:
-            raise UserInputError(f"snapshots in {run_dir} do not fit their network config: "
-                                 f"{str(exc).splitlines()[0]}") from None
+            raise UserInputError(
+                f"snapshots in {run_dir} do not fit their network config: {str(exc).splitlines()[0]}"
+            ) from None
         path = phema_network_path(out_dir if out_dir is not None else run_dir, sigma_rel)
-        save_network(path, net, {
-            **provenance, "weights": "phema", "sigma_rel": float(sigma_rel),
-            "ema_gamma": sigma_rel_to_gamma(sigma_rel), "step": int(at_step), "training_images": target_t,
-            "phema_snapshots": used,
-        })
+        save_network(
+            path,
+            net,
+            {
+                **provenance,
+                "weights": "phema",
+                "sigma_rel": float(sigma_rel),
+                "ema_gamma": sigma_rel_to_gamma(sigma_rel),
+                "step": int(at_step),
+                "training_images": target_t,
+                "phema_snapshots": used,
+            },
+        )
         paths.append(path)
     return paths

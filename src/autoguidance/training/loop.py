@@ -139,8 +139,11 @@ class TrainConfig:
 
 
 def _check_int(name: str, value: Any, minimum: int, maximum: int | None = None) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum or (
-        maximum is not None and value > maximum
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or value < minimum
+        or (maximum is not None and value > maximum)
     ):
         bound = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
         raise UserInputError(f"{name} must be an integer {bound}, got {value!r}")
@@ -293,8 +296,13 @@ def _train(
     positions = range(dist.rank * share, (dist.rank + 1) * share)  # this rank's slots in the global batch
     end = config.total_steps if stop_after is None else min(config.total_steps, stop_after)
     provenance = {
-        "dataset": dataset.name, "dataset_size": len(dataset), "preset": config.preset, "cond": config.cond,
-        "train_config": config.to_dict(), "net": net_config.to_dict(), "world_size": dist.world_size,
+        "dataset": dataset.name,
+        "dataset_size": len(dataset),
+        "preset": config.preset,
+        "cond": config.cond,
+        "train_config": config.to_dict(),
+        "net": net_config.to_dict(),
+        "world_size": dist.world_size,
     }
 
     def save_state() -> None:
@@ -318,8 +326,14 @@ def _train(
             if config.dropout > 0:  # dropout draws from torch's global generator: make it a function of step
                 torch.manual_seed(sample_seed(config.seed, step, dist.rank, domain=DOMAIN_DROPOUT))
             loss = denoising_loss(
-                model, images[rows], None if labels is None else labels[rows], noise, normal,
-                config.p_mean, config.p_std, net_config.sigma_data,
+                model,
+                images[rows],
+                None if labels is None else labels[rows],
+                noise,
+                normal,
+                config.p_mean,
+                config.p_std,
+                net_config.sigma_data,
             )
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -335,7 +349,10 @@ def _train(
                     raise RuntimeError(f"training diverged: loss {mean_loss} at iteration {step}")
                 now = time.perf_counter()
                 record = {
-                    "step": step, "images": step * batch, "loss": mean_loss, "lr": lr,
+                    "step": step,
+                    "images": step * batch,
+                    "loss": mean_loss,
+                    "lr": lr,
                     "images_per_sec": (step - last_step) * batch / max(now - last_time, 1e-9),
                     "elapsed": elapsed_before + now - start_time,
                 }
