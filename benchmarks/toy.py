@@ -80,9 +80,8 @@ def main() -> None:
     for name, sec in timings.items():
         print(f"{name:<24}{sec:>10.2f}")
     print(f"{'wall':<24}{wall:>10.2f}")
-    print(
-        f"main model: {main_its:.1f} it/s = {result['speedup_vs_reference_main_training']:.1f}x the reference's 4 it/s"
-    )
+    speedup = result["speedup_vs_reference_main_training"]
+    print(f"main model: {main_its:.1f} it/s = {speedup:.1f}x the reference's 4 it/s")
     print(
         f"exact score, 4096 x 1016: kernel {1e3 * spots['exact_score_kernel_s']:.1f} ms vs tensor ops "
         f"{1e3 * spots['exact_score_tensor_ops_s']:.1f} ms ({result['kernel_speedup_vs_tensor_ops']:.1f}x); "
