@@ -18,6 +18,7 @@ demo: $(STAMP)
 	$(BIN)/autoguidance toy --out out/toy
 
 test: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
