@@ -22,7 +22,7 @@ import torch
 from torch import distributed as dist
 from tqdm.auto import tqdm
 
-from .denoiser import Denoiser
+from .denoiser import Denoiser, without_condition
 from .errors import UserInputError
 from .guidance import autoguidance, check_interval, check_weight
 from .images import to_uint8
@@ -30,21 +30,6 @@ from .nets.io import check_compatible
 from .nets.precond import EDM2Denoiser
 from .sampling import Churn, edm_sigmas, sample
 from .seeds import MAX_SEED, SeedStreams
-
-
-class WithoutLabels:
-    """An unconditional denoiser called with the main model's labels: drop them (cond=None).
-
-    This is how a label_dim = 0 guide serves as the unconditional model of classifier-free guidance.
-    """
-
-    def __init__(self, denoiser: Denoiser):
-        self.denoiser = denoiser
-
-    def __call__(
-        self, x: torch.Tensor, sigma: torch.Tensor, cond: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        return self.denoiser(x, sigma, None)
 
 
 def guided_denoiser(
@@ -69,7 +54,7 @@ def guided_denoiser(
     check_compatible(net.config, guide.config)
     guide_fn: Denoiser = guide
     if guide.config.label_dim == 0 and net.config.label_dim > 0:
-        guide_fn = WithoutLabels(guide)
+        guide_fn = without_condition(guide)  # an unconditional guide: classifier-free guidance
     return autoguidance(net, guide_fn, w, interval)
 
 
