@@ -51,6 +51,7 @@ class Trajectory:
     denoised: torch.Tensor
 
 
+@torch.no_grad()
 def sample(
     denoiser: Denoiser,
     latents: torch.Tensor,
@@ -69,7 +70,9 @@ def sample(
     latents: (B, ...) unit Gaussian noise (seeded per sample, see `seeds.SeedStreams`).
     solver: "heun" (2N - 1 evaluations) or "euler" (N evaluations).
     churn: stochastic churn; its noise is drawn from `streams` so that seeds stay batch-independent.
-    Returns the final samples, and a `Trajectory` when `return_trajectory`.
+    progress: a progress bar, drawn only on a terminal.
+    Returns the final samples, and a `Trajectory` when `return_trajectory`. Runs without autograd: a
+    denoiser that needs gradients inside (the toy model's score) enables them itself.
     """
     if solver not in ("heun", "euler"):
         raise ValueError(f"unknown solver {solver!r}: use 'heun' or 'euler'")
@@ -85,7 +88,7 @@ def sample(
     def d_eval(x_in: torch.Tensor, s: float) -> torch.Tensor:
         return denoiser(x_in, torch.full((batch,), s, dtype=x_in.dtype, device=x_in.device), cond)
 
-    for i in tqdm(range(n), disable=not progress, desc="sampling", leave=False):
+    for i in tqdm(range(n), disable=None if progress else True, desc="sampling", leave=False):
         s_cur, s_next = sig[i], sig[i + 1]
         # Churn: x_hat at s_hat = s (1 + gamma) with variance topped up by s_hat^2 - s^2 (EDM Alg. 2, l. 5-7).
         gamma = 0.0

@@ -49,9 +49,9 @@ def toy(out, guidance, cfg_guidance, truncation, samples, seed, device, quick, r
         kw["samples"] = samples
     settings = ToySettings.quick_settings(**kw) if quick else ToySettings(**kw)
     metrics = run_toy(settings, out, retrain=retrain, progress=not no_progress)
-    rows = [f"{'method':<14}{'outliers':>10}{'branch_tv':>11}{'mean_logp':>11}"]
+    rows = [f"{'method':<14}{'outliers':>10}{'branch_tv':>11}{'mean_logp':>14}"]
     for name, m in metrics["methods"].items():
-        rows.append(f"{name:<14}{m['outlier_fraction']:>10.4f}{m['branch_tv']:>11.3f}{m['mean_logp']:>11.3f}")
+        rows.append(f"{name:<14}{m['outlier_fraction']:>10.4f}{m['branch_tv']:>11.3f}{m['mean_logp']:>14.4g}")
     click.echo("\n".join(rows))
     click.echo(
         f"total {metrics['timings']['total']:.1f} s; wrote {out}/figure1.png, figure2.png, metrics.json"

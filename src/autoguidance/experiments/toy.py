@@ -144,7 +144,7 @@ def run_toy(settings: ToySettings, out: str | Path, retrain: bool = False, progr
         "autoguidance": autoguidance(main, models["guide"], settings.guidance),
     }
     samples = {"ground_truth": class_a.sample_seeded(SeedStreams(seeds))}
-    for name in tqdm(denoisers, desc="sampling methods", disable=not progress, leave=False):
+    for name in tqdm(denoisers, desc="sampling methods", disable=None if progress else True, leave=False):
         start = time.perf_counter()
         samples[name] = sample(denoisers[name], latents, sigmas, solver="heun").detach().cpu()
         timings[f"sample_{name}"] = time.perf_counter() - start

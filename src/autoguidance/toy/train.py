@@ -63,7 +63,7 @@ def train_toy_model(
     gen = torch.Generator().manual_seed(cfg.seed)
     losses = []
     desc = f"train width {cfg.width} classes {''.join('AB'[c] for c in cfg.classes)}"
-    for step in tqdm(range(cfg.iterations), disable=not progress, desc=desc, leave=False):
+    for step in tqdm(range(cfg.iterations), disable=None if progress else True, desc=desc, leave=False):
         y = mixture.sample(cfg.batch_size, 0.0, generator=gen)
         sigma = (cfg.p_mean + cfg.p_std * torch.randn(cfg.batch_size, generator=gen)).exp()
         x = y + sigma[:, None] * torch.randn(cfg.batch_size, 2, generator=gen)
