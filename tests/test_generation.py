@@ -38,13 +38,7 @@ def _untrained(name: str, resolution: int = 8, label_dim: int = 10) -> EDM2Denoi
     return net.eval()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # The nets are tiny: threads buy nothing and, on a shared busy CPU, spin-waiting threads cost seconds.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -25,13 +25,7 @@ from autoguidance.training.noise import training_noise
 TINY = dict(dataset="digits", preset="xxs", warmup=10, t_ref=1000)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # The test machine is small and shared: one thread per process avoids oversubscription stalls.
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _tensors(path: Path) -> dict[str, torch.Tensor]:

@@ -30,6 +30,37 @@ def save(path: str | os.PathLike, tensors: dict[str, torch.Tensor], metadata: di
     atomic.write_with(path, lambda tmp: save_file(contiguous, str(tmp), metadata=header))
 
 
+def _parse_metadata(path: Path, header: dict[str, str], label: str) -> dict[str, Any]:
+    if METADATA_KEY not in header:
+        raise UserInputError(f"{label} {path} has no autoguidance metadata (not written by autoguidance?)")
+    try:
+        meta = json.loads(header[METADATA_KEY])
+    except json.JSONDecodeError as exc:
+        raise UserInputError(f"corrupt {label} {path}: metadata is not valid JSON ({exc.msg})") from None
+    if not isinstance(meta, dict):
+        raise UserInputError(f"corrupt {label} {path}: metadata is not a JSON object")
+    return meta
+
+
+def _damaged(path: Path, label: str, exc: Exception) -> UserInputError:
+    detail = str(exc).splitlines()[0] if str(exc) else repr(exc)
+    return UserInputError(f"corrupt {label} {path}: {detail}")
+
+
+def read_metadata(path: str | os.PathLike, label: str = "checkpoint") -> dict[str, Any]:
+    """The JSON metadata alone, from the safetensors header (no tensor data is read). `label` names the
+    file in error messages ("checkpoint", "snapshot", ...)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserInputError(f"{label} not found: {path}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            header = f.metadata() or {}
+    except Exception as exc:  # safetensors raises several types for damaged files
+        raise _damaged(path, label, exc) from None
+    return _parse_metadata(path, header, label)
+
+
 def load(path: str | os.PathLike, kind: str | None = None) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Read a checkpoint; check that its metadata says `kind` (when given). Returns (tensors, metadata)."""
     path = Path(path)
@@ -40,14 +71,8 @@ def load(path: str | os.PathLike, kind: str | None = None) -> tuple[dict[str, to
             header = f.metadata() or {}
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as exc:  # safetensors raises several types for damaged files
-        detail = str(exc).splitlines()[0] if str(exc) else repr(exc)
-        raise UserInputError(f"corrupt checkpoint {path}: {detail}") from None
-    if METADATA_KEY not in header:
-        raise UserInputError(f"checkpoint {path} has no autoguidance metadata (not written by autoguidance?)")
-    try:
-        meta = json.loads(header[METADATA_KEY])
-    except json.JSONDecodeError as exc:
-        raise UserInputError(f"corrupt checkpoint {path}: metadata is not valid JSON ({exc.msg})") from None
+        raise _damaged(path, "checkpoint", exc) from None
+    meta = _parse_metadata(path, header, "checkpoint")
     if kind is not None and meta.get("kind") != kind:
         raise UserInputError(f"checkpoint {path} holds a {meta.get('kind')!r} model, expected {kind!r}")
     for name, t in tensors.items():

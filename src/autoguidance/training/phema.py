@@ -9,7 +9,6 @@ after the fact. Parameters enter only through that final weighted sum, so it str
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -20,7 +19,6 @@ from typing import Any
 import numpy as np
 import torch
 from numpy.typing import ArrayLike
-from safetensors import safe_open
 
 from .. import checkpoint
 from ..errors import UserInputError
@@ -140,18 +138,9 @@ def save_snapshot(
 
 def _read_info(path: Path) -> SnapshotInfo:
     """Read a snapshot's metadata from the safetensors header only (cheap: no tensor data is read)."""
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            header = f.metadata() or {}
-        meta = json.loads(header[checkpoint.METADATA_KEY])
-    except KeyError:
-        raise UserInputError(f"snapshot {path} has no autoguidance metadata (not written by us?)") from None
-    except Exception as exc:  # safetensors and json raise several types for damaged files
-        first = str(exc).splitlines()[0] if str(exc) else repr(exc)
-        raise UserInputError(f"corrupt snapshot {path}: {first}") from None
-    if not isinstance(meta, dict) or meta.get("kind") != SNAPSHOT_KIND:
-        kind = meta.get("kind") if isinstance(meta, dict) else None
-        raise UserInputError(f"file {path} holds a {kind!r} checkpoint, expected an EMA snapshot")
+    meta = checkpoint.read_metadata(path, label="snapshot")
+    if meta.get("kind") != SNAPSHOT_KIND:
+        raise UserInputError(f"file {path} holds a {meta.get('kind')!r} checkpoint, expected an EMA snapshot")
     try:
         t, gamma, step = float(meta["t"]), float(meta["gamma"]), int(meta["step"])
     except (KeyError, TypeError, ValueError):
