@@ -52,7 +52,6 @@ class ToySettings:
     tau_seed: int = 0
     figure_sigma: float = 0.03
     figure_box: tuple[float, float, float, float] = (0.22, 0.62, 0.60, 1.00)  # x0, x1, y0, y1: one fork
-    trajectory_samples: int = 4096
     device: str = "cpu"
     quick: bool = False
     models: dict = field(default_factory=lambda: {k: v.to_dict() for k, v in MODEL_SPECS.items()})
@@ -78,7 +77,7 @@ class ToySettings:
             "guide": replace(MODEL_SPECS["guide"], iterations=60, batch_size=1024).to_dict(),
             "uncond": replace(MODEL_SPECS["uncond"], iterations=60, batch_size=1024).to_dict(),
         }
-        base = dict(samples=2048, tau_samples=2**16, num_steps=16, trajectory_samples=512, quick=True)
+        base = dict(samples=2048, tau_samples=2**16, num_steps=16, quick=True)
         return cls(**{**base, "models": models, **overrides})
 
     def to_dict(self) -> dict:
@@ -144,9 +143,14 @@ def run_toy(settings: ToySettings, out: str | Path, retrain: bool = False, progr
         "autoguidance": autoguidance(main, models["guide"], settings.guidance),
     }
     samples = {"ground_truth": class_a.sample_seeded(SeedStreams(seeds))}
+    trajectories = {}  # unguided and autoguided paths, for Figure 2
     for name in tqdm(denoisers, desc="sampling methods", disable=None if progress else True, leave=False):
         start = time.perf_counter()
-        samples[name] = sample(denoisers[name], latents, sigmas, solver="heun").detach().cpu()
+        keep = name in ("unguided", "autoguidance")
+        result = sample(denoisers[name], latents, sigmas, solver="heun", return_trajectory=keep)
+        if keep:
+            result, trajectories[name] = result[0], result[1].states.detach().cpu()
+        samples[name] = result.detach().cpu()
         timings[f"sample_{name}"] = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -157,7 +161,7 @@ def run_toy(settings: ToySettings, out: str | Path, retrain: bool = False, progr
     start = time.perf_counter()
     from .toy_figure_data import figure2_arrays
 
-    fig2 = figure2_arrays(settings, class_a, models, latents, sigmas)
+    fig2 = figure2_arrays(settings, class_a, models, trajectories, sigmas)
     timings["figure2_data"] = time.perf_counter() - start
 
     arrays = {f"samples_{k}": v.numpy().astype(np.float32) for k, v in samples.items()}

@@ -11,8 +11,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..guidance import autoguidance
-from ..sampling import sample
 from ..toy.mixture import ToyMixture
 
 OUTLINE_EXTENT = (-1.6, 1.6, -1.6, 1.6)
@@ -43,7 +41,8 @@ def model_score(model, x: torch.Tensor, sigma: float) -> np.ndarray:
     return model.score(x.to(p), s).double().cpu().numpy()
 
 
-def figure2_arrays(settings, class_a: ToyMixture, models: dict, latents: torch.Tensor, sigmas) -> dict:
+def figure2_arrays(settings, class_a: ToyMixture, models: dict, trajectories: dict, sigmas) -> dict:
+    """trajectories: method name -> sampler states (N + 1, B, 2) of the unguided and autoguided runs."""
     main, guide = models["main"], models["guide"]
     s = settings.figure_sigma
     out: dict[str, np.ndarray] = {"outline_extent": np.array(OUTLINE_EXTENT)}
@@ -67,13 +66,10 @@ def figure2_arrays(settings, class_a: ToyMixture, models: dict, latents: torch.T
     out["arrow_score_guide"] = model_score(guide, a, s)
     out["arrow_score_true"] = class_a.score(a, s).numpy()
 
-    # Trajectories of the first seeds, kept where the final sample lands in the box.
-    n = min(settings.trajectory_samples, len(latents))
-    methods = {"unguided": main, "autoguidance": autoguidance(main, guide, settings.guidance)}
-    for name, denoiser in methods.items():
-        final, traj = sample(denoiser, latents[:n], sigmas, return_trajectory=True)
-        states = traj.states.detach().cpu().double().numpy()  # (N + 1, n, 2)
-        f = final.detach().cpu().numpy()
+    # Trajectories of the first seeds whose final sample lands in the box.
+    for name, states in trajectories.items():
+        states = states.double().numpy()
+        f = states[-1]
         inside = (f[:, 0] >= box[0]) & (f[:, 0] <= box[1]) & (f[:, 1] >= box[2]) & (f[:, 1] <= box[3])
         out[f"trajectories_{name}"] = states[:, np.flatnonzero(inside)[:MAX_TRAJECTORIES]]
     out["trajectory_sigmas"] = sigmas.numpy()
