@@ -1,5 +1,9 @@
 """Shared fixtures."""
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -12,3 +16,17 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def torchrun():
+    """launch(nproc, *args): run `torchrun --standalone --nproc_per_node nproc *args` (one thread per
+    process, gloo on the CPU) and fail the test, showing the end of stderr, if it does not succeed."""
+
+    def launch(nproc: int, *args: str, timeout: float = 180) -> None:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc)]
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        done = subprocess.run([*cmd, *args], env=env, capture_output=True, text=True, timeout=timeout)
+        assert done.returncode == 0, done.stderr[-3000:]
+
+    return launch

@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -193,23 +190,11 @@ train(TrainConfig(**{config}), sys.argv[1], progress=False, device="cpu", log_ev
 """
 
 
-def test_two_processes_match_one(tmp_path):
+def test_two_processes_match_one(tmp_path, torchrun):
     config = TrainConfig(**TINY, batch_size=8, duration=8 * 4, snapshot_every=8 * 2)
     script = tmp_path / "worker.py"
     script.write_text(textwrap.dedent(_WORKER.format(config=repr(config.to_dict()))))
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        str(script),
-        str(tmp_path / "two"),
-    ]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
-    assert done.returncode == 0, done.stderr[-3000:]
+    torchrun(2, str(script), str(tmp_path / "two"))
     train(config, tmp_path / "one", progress=False, log_every=1)
 
     meta = load(tmp_path / "two" / "network-final.safetensors")[1]
