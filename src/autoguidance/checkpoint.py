@@ -42,37 +42,30 @@ def _parse_metadata(path: Path, header: dict[str, str], label: str) -> dict[str,
     return meta
 
 
-def _damaged(path: Path, label: str, exc: Exception) -> UserInputError:
-    detail = str(exc).splitlines()[0] if str(exc) else repr(exc)
-    return UserInputError(f"corrupt {label} {path}: {detail}")
-
-
-def read_metadata(path: str | os.PathLike, label: str = "checkpoint") -> dict[str, Any]:
-    """The JSON metadata alone, from the safetensors header (no tensor data is read). `label` names the
-    file in error messages ("checkpoint", "snapshot", ...)."""
-    path = Path(path)
+def _read(path: Path, label: str, with_tensors: bool) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Open a safetensors file once: (tensors, or {} when not asked for; parsed JSON metadata)."""
     if not path.is_file():
         raise UserInputError(f"{label} not found: {path}")
     try:
         with safe_open(str(path), framework="pt") as f:
             header = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()} if with_tensors else {}
     except Exception as exc:  # safetensors raises several types for damaged files
-        raise _damaged(path, label, exc) from None
-    return _parse_metadata(path, header, label)
+        detail = str(exc).splitlines()[0] if str(exc) else repr(exc)
+        raise UserInputError(f"corrupt {label} {path}: {detail}") from None
+    return tensors, _parse_metadata(path, header, label)
+
+
+def read_metadata(path: str | os.PathLike, label: str = "checkpoint") -> dict[str, Any]:
+    """The JSON metadata alone, from the safetensors header (no tensor data is read). `label` names the
+    file in error messages ("checkpoint", "snapshot", ...)."""
+    return _read(Path(path), label, with_tensors=False)[1]
 
 
 def load(path: str | os.PathLike, kind: str | None = None) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Read a checkpoint; check that its metadata says `kind` (when given). Returns (tensors, metadata)."""
     path = Path(path)
-    if not path.is_file():
-        raise UserInputError(f"checkpoint not found: {path}")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            header = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as exc:  # safetensors raises several types for damaged files
-        raise _damaged(path, "checkpoint", exc) from None
-    meta = _parse_metadata(path, header, "checkpoint")
+    tensors, meta = _read(path, "checkpoint", with_tensors=True)
     if kind is not None and meta.get("kind") != kind:
         raise UserInputError(f"checkpoint {path} holds a {meta.get('kind')!r} model, expected {kind!r}")
     for name, t in tensors.items():

@@ -50,13 +50,6 @@ class SeedStreams:
     def __len__(self) -> int:
         return len(self.seeds)
 
-    def subset(self, index: slice) -> SeedStreams:
-        """The streams of a contiguous slice of samples (they keep their state: no copy)."""
-        sub = SeedStreams([])
-        sub.seeds = self.seeds[index]
-        sub.generators = self.generators[index]
-        return sub
-
     def randn(self, shape: Sequence[int], device=None, dtype=torch.float32) -> torch.Tensor:
         out = torch.stack(
             [torch.randn(tuple(shape), generator=g, dtype=torch.float64) for g in self.generators]

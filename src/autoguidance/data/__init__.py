@@ -1,7 +1,7 @@
 """Datasets as in-memory tensors in [-1, 1]: bundled ones (digits, MNIST), image folders and zip archives,
 and the deterministic per-step batch indices that training draws from them."""
 
-from .batches import batch_indices, epoch_of_step
+from .batches import batch_indices
 from .builtin import BUILTIN_NAMES, load_builtin
 from .dataset import ImageDataset
 from .folder import load_image_folder
@@ -11,7 +11,6 @@ __all__ = [
     "BUILTIN_NAMES",
     "ImageDataset",
     "batch_indices",
-    "epoch_of_step",
     "load_builtin",
     "load_dataset",
     "load_image_folder",

@@ -61,8 +61,3 @@ def batch_indices(
         where = epochs == epoch
         out[where] = _epoch_permutation(dataset_size, seed, int(epoch))[offsets[where]]
     return torch.from_numpy(out)
-
-
-def epoch_of_step(dataset_size: int, batch_size: int, step: int) -> float:
-    """How many passes over the data the first `step` global batches make (for logs): step*batch/size."""
-    return step * batch_size / dataset_size

@@ -16,7 +16,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..denoiser import expand_sigma
-from ..errors import UserInputError
+from ..errors import UserInputError, check_int
 from .mp import MPConv, MPFourier
 from .unet import UNet
 
@@ -51,8 +51,8 @@ class NetConfig:
         object.__setattr__(self, "channel_mult", _int_tuple("channel_mult", self.channel_mult))
         object.__setattr__(self, "attn_resolutions", _int_tuple("attn_resolutions", self.attn_resolutions))
         for name in ("img_resolution", "img_channels", "model_channels", "num_blocks", "logvar_channels"):
-            _check_int(name, getattr(self, name), minimum=1)
-        _check_int("label_dim", self.label_dim, minimum=0)
+            check_int(name, getattr(self, name), minimum=1)
+        check_int("label_dim", self.label_dim, minimum=0)
         if not self.channel_mult:
             raise UserInputError("channel_mult must list at least one level")
         levels = self.resolutions
@@ -96,11 +96,6 @@ class NetConfig:
         return cls(**d)
 
 
-def _check_int(name: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise UserInputError(f"{name} must be an integer >= {minimum}, got {value!r}")
-
-
 def _check_float(
     name: str, value: Any, lo: float, hi: float, lo_open: bool = False, hi_open: bool = False
 ) -> None:
@@ -115,7 +110,7 @@ def _int_tuple(name: str, value: Any) -> tuple[int, ...]:
     if not isinstance(value, (list, tuple)):
         raise UserInputError(f"{name} must be a list of integers, got {value!r}")
     for v in value:
-        _check_int(name, v, minimum=1)
+        check_int(name, v, minimum=1)
     return tuple(value)
 
 

@@ -148,7 +148,7 @@ class ToyMixture:
 
     def log_prob(self, x: torch.Tensor, sigma: torch.Tensor | float = 0.0) -> torch.Tensor:
         """log p(x; sigma) for x (B, 2); sigma a scalar or (B,). Returns (B,). Differentiable."""
-        if x.device.type == "cpu" and not (torch.is_grad_enabled() and x.requires_grad):
+        if self._use_kernel(x):
             return self._kernel_log_prob_and_score(x, sigma)[0]
         logits, _ = self._components(x, sigma)
         return torch.logsumexp(logits, dim=1)
@@ -159,9 +159,14 @@ class ToyMixture:
 
     def log_prob_and_score(self, x: torch.Tensor, sigma: torch.Tensor | float):
         """(log p(x; sigma) (B,), score (B, 2)). On the CPU without autograd, the fused kernel."""
-        if x.device.type == "cpu" and not (torch.is_grad_enabled() and x.requires_grad):
+        if self._use_kernel(x):
             return self._kernel_log_prob_and_score(x, sigma)
         return self._torch_log_prob_and_score(x, sigma)
+
+    @staticmethod
+    def _use_kernel(x: torch.Tensor) -> bool:
+        """The fused kernel serves CPU inputs that need no autograd; the tensor-op path the rest."""
+        return x.device.type == "cpu" and not (torch.is_grad_enabled() and x.requires_grad)
 
     def _kernel_log_prob_and_score(self, x: torch.Tensor, sigma: torch.Tensor | float, best: bool = False):
         from .kernel import mixture_logp_score
@@ -196,14 +201,9 @@ class ToyMixture:
 
     __call__ = denoise
 
-    def responsibilities(self, x: torch.Tensor, sigma: torch.Tensor | float = 0.0) -> torch.Tensor:
-        """Posterior component probabilities (B, K)."""
-        logits, _ = self._components(x, sigma)
-        return torch.softmax(logits, dim=1)
-
     def most_responsible(self, x: torch.Tensor, sigma: torch.Tensor | float = 0.0) -> torch.Tensor:
         """Index (B,) of the component with the largest posterior probability."""
-        if x.device.type == "cpu":
+        if x.device.type == "cpu":  # no gradient flows through an argmax: the kernel always applies
             return self._kernel_log_prob_and_score(x.detach(), sigma, best=True)[2]
         return self._components(x, sigma)[0].argmax(dim=1)
 

@@ -8,7 +8,6 @@ untrained model is exactly that Gaussian.
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 
 import torch
@@ -69,12 +68,3 @@ class ToyModel(nn.Module):
     def forward(self, x: torch.Tensor, sigma: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).expand(x.shape[0])
         return x + sigma.reshape(-1, 1) ** 2 * self.score(x, sigma)
-
-
-def num_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
-def mlp_input_scale(sigma_data: float, sigma: float) -> float:
-    """The input scaling 1 / sqrt(sigma_data^2 + sigma^2) (EDM c_in), exposed for plots."""
-    return 1.0 / math.sqrt(sigma_data**2 + sigma**2)

@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from .. import atomic, distributed
 from ..data import batch_indices, load_dataset
-from ..errors import UserInputError
+from ..errors import UserInputError, check_int
 from ..nets.io import save_network
 from ..nets.precond import EDM2Denoiser, build
 from ..nets.presets import PRESET_NAMES, preset_config
@@ -99,9 +99,9 @@ class TrainConfig:
             valid = ", ".join(PRESET_NAMES)
             raise UserInputError(f"unknown model preset {self.preset!r}; valid presets: {valid}")
         for name in ("batch_size", "duration", "t_ref", "snapshot_every", "checkpoint_every"):
-            _check_int(name, getattr(self, name), minimum=1)
-        _check_int("warmup", self.warmup, minimum=0)
-        _check_int("seed", self.seed, minimum=0, maximum=_MAX_SEED)
+            check_int(name, getattr(self, name), minimum=1)
+        check_int("warmup", self.warmup, minimum=0)
+        check_int("seed", self.seed, minimum=0, maximum=_MAX_SEED)
         for name in ("p_mean", "p_std", "lr_ref", "adam_eps", "dropout"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
@@ -136,17 +136,6 @@ class TrainConfig:
         if unknown:
             raise UserInputError(f"unknown training config keys {unknown}")
         return cls(**d)
-
-
-def _check_int(name: str, value: Any, minimum: int, maximum: int | None = None) -> None:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int)
-        or value < minimum
-        or (maximum is not None and value > maximum)
-    ):
-        bound = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
-        raise UserInputError(f"{name} must be an integer {bound}, got {value!r}")
 
 
 def learning_rate(config: TrainConfig, step: int) -> float:

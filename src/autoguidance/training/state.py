@@ -94,12 +94,3 @@ def restore_training_state(
         raise UserInputError(f"training state {path} does not fit the network: {first}") from None
     load_optimizer_tensors(opt, groups["optim"], label=f"training state {path}")
     ema.load_state_dict(groups["ema"])
-
-
-def load_training_state(
-    path: str | os.PathLike, net: nn.Module, opt: torch.optim.Optimizer, ema: PowerFunctionEMA
-) -> dict[str, Any]:
-    """Restore `net`, `opt` and `ema` in place from `path`; returns the metadata (with "step")."""
-    tensors, meta = read_training_state(path)
-    restore_training_state(tensors, net, opt, ema, path)
-    return meta
