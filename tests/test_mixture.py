@@ -33,6 +33,31 @@ def test_construction_matches_the_paper_layout():
     assert np.all(np.linalg.eigvalsh(spec.covs) > 0)
 
 
+@pytest.mark.parametrize(
+    "label, first, last, mean_of_means, weight_sum",
+    [
+        (0, (0.02134411, 0.06333431), (0.48176389, -0.59655977), (0.54898255, 0.50334651), 8.325511702135294),
+        (
+            1,
+            (-0.01454499, 0.02551087),
+            (-0.4932548, 0.55852667),
+            (-0.4873019, -0.52285148),
+            9.127986588864774,
+        ),
+    ],
+)
+def test_construction_matches_the_reference_draw_order(label, first, last, mean_of_means, weight_sum):
+    # Fingerprints of the paper's reference construction (float64, after the per-axis scale): they hold
+    # only if every last-depth branch still draws its two children's angles.
+    spec = build_spec()
+    keep = spec.labels == label
+    means = spec.means[keep]
+    np.testing.assert_allclose(means[0], first, atol=1e-8, rtol=0)
+    np.testing.assert_allclose(means[-1], last, atol=1e-8, rtol=0)
+    np.testing.assert_allclose(means.mean(axis=0), mean_of_means, atol=1e-8, rtol=0)
+    assert spec.weights[keep].sum() == pytest.approx(weight_sum, abs=1e-8)
+
+
 def test_construction_is_deterministic():
     a, b = build_spec(), build_spec()
     assert np.array_equal(a.means, b.means) and np.array_equal(a.covs, b.covs)

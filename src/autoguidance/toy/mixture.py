@@ -50,11 +50,14 @@ def build_spec() -> MixtureSpec:
         counter[0] += 1
         for t in np.linspace(0.07, 0.93, COMPONENTS_PER_BRANCH):
             rows.append(((p + u * length * t) * scale, cov, length * 0.5**depth, label, index, depth))
-        if depth + 1 < NUM_DEPTHS:
-            end = p + u * length
-            # Each child's angle is drawn just before that child is built (depth-first order matters).
-            branch(end, angle + 0.7**depth * (1 + 0.2 * rnd.randn()), depth + 1, label, counter)
-            branch(end, angle - 0.7**depth * (1 + 0.2 * rnd.randn()), depth + 1, label, counter)
+        # Paper App. C.1, in the reference draw order: each child's angle is drawn just before that child
+        # is called (depth first), and a call past the last depth returns without drawing. So a branch at
+        # the last depth still consumes both of its children's angle draws, though neither is built.
+        end = p + u * length
+        for sign in (1, -1):
+            child_angle = angle + sign * 0.7**depth * (1 + 0.2 * rnd.randn())
+            if depth + 1 < NUM_DEPTHS:
+                branch(end, child_angle, depth + 1, label, counter)
 
     for label, root_angle in enumerate(ROOT_ANGLES):
         branch(np.array(ORIGIN), root_angle, 0, label, [0])
