@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,20 @@ def save(path: str | os.PathLike, tensors: dict[str, torch.Tensor], metadata: di
     meta = {"format_version": FORMAT_VERSION, **metadata}
     header = {METADATA_KEY: json.dumps(meta, sort_keys=True)}
     contiguous = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
-    atomic.write_with(path, lambda tmp: save_file(contiguous, str(tmp), metadata=header))
+    atomic.write_with(path, lambda tmp: _save_file(contiguous, tmp, header))
+
+
+def _save_file(tensors: dict[str, torch.Tensor], tmp: Path, header: dict[str, str]) -> None:
+    """safetensors' writer, with its I/O failures (it reports them as SafetensorError text with the OS
+    error number, e.g. a full disk) raised as OSError so that `atomic` reports them in one line."""
+    try:
+        save_file(tensors, str(tmp), metadata=header)
+    except Exception as exc:
+        found = re.search(r"os error (\d+)", str(exc))
+        if found is None:
+            raise
+        code = int(found.group(1))
+        raise OSError(code, os.strerror(code)) from None
 
 
 def _parse_metadata(path: Path, header: dict[str, str], label: str) -> dict[str, Any]:

@@ -1,14 +1,26 @@
-"""The one exception type that the CLI turns into a one-line message and exit status 2, and the integer
-check that configs share."""
+"""The exception types the library raises for problems a user can act on, and the integer check that
+configs share.
+
+The library only raises; the CLI alone turns these into exit codes (cli.py): `UserInputError` and its
+subclasses exit with status 2 (bad input, bad or full output location), `RunFailedError` with status 1
+(the input was fine but the computation failed, e.g. a training run whose loss diverged). Every message
+is a single line that names the problem, printed without a traceback.
+"""
 
 from typing import Any
 
 
 class UserInputError(ValueError):
-    """Bad input from the user: a corrupt or mismatched checkpoint, a bad weight, a bad seed range.
+    """Bad input from the user: a corrupt or mismatched checkpoint, a bad weight, a bad seed range."""
 
-    Its message is a single line that names the problem; the CLI prints it without a traceback.
-    """
+
+class OutputPathError(UserInputError):
+    """An output location that cannot be written: a file where a folder is needed, no permission, an
+    impossible path, or a disk that filled up while writing. Raised before expensive work where possible."""
+
+
+class RunFailedError(RuntimeError):
+    """A genuine failure of the computation (not of its input), e.g. a non-finite training loss."""
 
 
 def check_int(name: str, value: Any, minimum: int, maximum: int | None = None) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from torch.nn import functional as F
 
 
 @dataclass(frozen=True)
@@ -79,3 +80,17 @@ class ImageDataset:
         """A new dataset holding the rows at `indices` (K,), in that order; classes keep their numbers."""
         labels = None if self.labels is None else self.labels[indices]
         return ImageDataset(self.images[indices], labels, self.num_classes, name or self.name)
+
+    def padded(self, resolution: int, value: float = -1.0) -> ImageDataset:
+        """The images centred in a `resolution`-sided square filled with `value` (-1: black), e.g. 28x28
+        digits in 32x32 as the networks need a side that halves down to 4 or 8; self if already that size.
+        """
+        size = self.resolution
+        if resolution == size:
+            return self
+        if resolution < size:
+            raise ValueError(f"cannot pad {size}x{size} images to a smaller {resolution}x{resolution}")
+        before = (resolution - size) // 2
+        after = resolution - size - before
+        images = F.pad(self.images, (before, after, before, after), value=value)
+        return ImageDataset(images, self.labels, self.num_classes, self.name)

@@ -1,64 +1,115 @@
-"""Model size presets xxs / xs / s / m, scaled down from EDM2's for CPU training.
+"""Model size presets xxs / xs / s / m for any square resolution, derived by one rule, scaled down from
+EDM2's for CPU training.
 
 As in EDM2 (Table 1 of the autoguidance paper: XS guide for an S main model), sizes differ in width
 only, so that a smaller preset is "the same model with less capacity", the paper's reduced-capacity
 guide. Widths are far below EDM2's (128-256 at ImageNet-512) so that `s` at 32x32 trains on a 2-core CPU.
 
-  resolution  levels      channel_mult  blocks  attention  model_channels (xxs, xs, s, m)
-  8 (digits)  8, 4        (1, 2)        2       4x4        16, 24, 32, 48
-  32 (MNIST)  32, 16, 8   (1, 2, 2)     1       8x8        8, 12, 16, 24
+The rule, for a resolution R that is a power of two >= 8 (other sizes are padded up to the next one,
+`padded_resolution`; e.g. 28 -> 32):
+
+  levels          R, R/2, ... down to 4x4 when R <= 16, down to 8x8 when R >= 32
+  channel_mult    1 at full resolution, 2 at every lower level
+  blocks          2 per level when R <= 16, 1 when R >= 32 (the full-resolution level dominates the cost)
+  attention       at the lowest level only: cheap there, and it adds global context (EDM2 App. B.7)
+  model_channels  xxs, xs, s, m = 16, 24, 32, 48 when R <= 16; 8, 12, 16, 24 when R >= 32
+
+  resolution  levels            channel_mult   blocks  attention
+  8           8, 4              (1, 2)         2       4
+  16          16, 8, 4          (1, 2, 2)      2       4
+  32          32, 16, 8         (1, 2, 2)      1       8
+  64          64, 32, 16, 8     (1, 2, 2, 2)   1       8
+
+Every field can also be set directly (`ArchitectureOverrides`, the train command's --channels,
+--channel-mult, --blocks and --attn) for shapes the rule does not cover.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from ..errors import UserInputError
 from .precond import NetConfig
 
+PRESET_NAMES: tuple[str, ...] = ("xxs", "xs", "s", "m")
+_SMALL_WIDTHS = {"xxs": 16, "xs": 24, "s": 32, "m": 48}  # R <= 16
+_LARGE_WIDTHS = {"xxs": 8, "xs": 12, "s": 16, "m": 24}  # R >= 32
+MIN_RESOLUTION = 8
+
 
 @dataclass(frozen=True)
-class _Layout:
-    channel_mult: tuple[int, ...]
-    num_blocks: int
-    attn_resolutions: tuple[int, ...]
-    widths: dict[str, int]
+class ArchitectureOverrides:
+    """Fields that replace the preset's choice when not None (the names are NetConfig's)."""
+
+    model_channels: int | None = None
+    channel_mult: tuple[int, ...] | None = None
+    num_blocks: int | None = None
+    attn_resolutions: tuple[int, ...] | None = None
+
+    def given(self) -> dict:
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
 
 
-# Attention only at the lowest resolution: there it is cheap and adds global context (EDM2 B.7).
-_LAYOUTS: dict[int, _Layout] = {
-    8: _Layout((1, 2), 2, (4,), {"xxs": 16, "xs": 24, "s": 32, "m": 48}),
-    # One block per level at 32x32: the full-resolution level dominates the cost.
-    32: _Layout((1, 2, 2), 1, (8,), {"xxs": 8, "xs": 12, "s": 16, "m": 24}),
-}
+def is_preset_resolution(resolution: int) -> bool:
+    """A power of two >= 8: it halves down to 4x4 or 8x8."""
+    return resolution >= MIN_RESOLUTION and resolution & (resolution - 1) == 0
 
-PRESET_NAMES: tuple[str, ...] = ("xxs", "xs", "s", "m")
-PRESET_RESOLUTIONS: tuple[int, ...] = tuple(sorted(_LAYOUTS))
+
+def padded_resolution(size: int) -> int:
+    """The smallest preset resolution >= size (28 -> 32, 8 -> 8, 5 -> 8)."""
+    if size < 1:
+        raise UserInputError(f"image size must be >= 1, got {size}")
+    r = MIN_RESOLUTION
+    while r < size:
+        r *= 2
+    return r
+
+
+def preset_layout(resolution: int) -> dict:
+    """channel_mult, num_blocks and attn_resolutions of the rule above for a preset resolution."""
+    if not is_preset_resolution(resolution):
+        raise UserInputError(
+            f"no model preset for resolution {resolution}: presets exist for powers of two >= 8 "
+            f"(8, 16, 32, 64, ...); pad the images to {padded_resolution(resolution)} or set the "
+            "architecture directly"
+        )
+    lowest = 4 if resolution <= 16 else 8
+    levels = resolution.bit_length() - lowest.bit_length() + 1  # R, R/2, ..., lowest
+    return {
+        "channel_mult": (1,) + (2,) * (levels - 1),
+        "num_blocks": 2 if resolution <= 16 else 1,
+        "attn_resolutions": (lowest,),
+    }
 
 
 def preset_config(
-    name: str, resolution: int, channels: int, label_dim: int, dropout: float = 0.0
+    name: str,
+    resolution: int,
+    channels: int,
+    label_dim: int,
+    dropout: float = 0.0,
+    overrides: ArchitectureOverrides | None = None,
 ) -> NetConfig:
     """The NetConfig of preset `name` for images of side `resolution` with `channels` channels.
 
-    label_dim is the number of classes (0 = unconditional). Unknown names or resolutions raise
+    label_dim is the number of classes (0 = unconditional). `overrides` replace single fields; with all
+    four given, the resolution need not be a preset resolution. Unknown names or resolutions raise
     `UserInputError` listing the valid ones; other values are checked by NetConfig.
     """
     if name not in PRESET_NAMES:
         raise UserInputError(f"unknown model preset {name!r}; valid presets: {', '.join(PRESET_NAMES)}")
-    if resolution not in _LAYOUTS:
-        raise UserInputError(
-            f"no model presets for resolution {resolution}; valid resolutions: "
-            f"{', '.join(map(str, PRESET_RESOLUTIONS))}"
-        )
-    layout = _LAYOUTS[resolution]
+    given = (overrides or ArchitectureOverrides()).given()
+    if len(given) == 4:
+        layout: dict = {}
+    else:
+        layout = preset_layout(resolution)
+        layout["model_channels"] = (_SMALL_WIDTHS if resolution <= 16 else _LARGE_WIDTHS)[name]
+    layout.update(given)
     return NetConfig(
         img_resolution=resolution,
         img_channels=channels,
         label_dim=label_dim,
-        model_channels=layout.widths[name],
-        channel_mult=layout.channel_mult,
-        num_blocks=layout.num_blocks,
-        attn_resolutions=layout.attn_resolutions,
         dropout=dropout,
+        **layout,
     )

@@ -18,23 +18,27 @@ network-ema-<sigma_rel>.safetensors (one per tracked EMA).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
+import signal
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
-
 from .. import atomic, distributed
+from ..progress import Progress
 from ..data import batch_indices, load_dataset
-from ..errors import UserInputError, check_int
+from ..errors import RunFailedError, UserInputError, check_int
 from ..nets.io import save_network
 from ..nets.precond import EDM2Denoiser, build
-from ..nets.presets import PRESET_NAMES, preset_config
+from ..nets.presets import PRESET_NAMES, ArchitectureOverrides, padded_resolution, preset_config
+from ..seeds import MAX_SEED
 from . import phema
 from .ema import PowerFunctionEMA, sigma_rel_to_gamma
 from .export import sigma_rel_tag
@@ -50,8 +54,6 @@ FINAL_FILE = "network-final.safetensors"
 # Fields that may change when a run is continued: they do not alter the trajectory of the weights
 # (the learning-rate schedule does not depend on the run length), so a finished run can be extended.
 RESUMABLE_FIELDS = ("duration", "checkpoint_every")
-
-_MAX_SEED = 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,8 @@ class TrainConfig:
     ema_sigma_rels: power-function EMA widths tracked during training (and snapshotted).
     snapshot_every, checkpoint_every: images between EMA snapshots / training-state checkpoints.
     seed: initial weights, data order and noise. dropout: the UNet's dropout probability.
+    model_channels, channel_mult, num_blocks, attn_resolutions: replace the preset's choice when set
+        (nets.presets.ArchitectureOverrides).
     """
 
     dataset: str = "mnist"
@@ -88,11 +92,21 @@ class TrainConfig:
     checkpoint_every: int = 131072
     seed: int = 0
     dropout: float = 0.0
+    model_channels: int | None = None
+    channel_mult: tuple[int, ...] | None = None
+    num_blocks: int | None = None
+    attn_resolutions: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         # Tuples, so that a config read back from JSON (lists) compares equal to the original.
         object.__setattr__(self, "adam_betas", tuple(float(b) for b in self.adam_betas))
         object.__setattr__(self, "ema_sigma_rels", tuple(float(s) for s in self.ema_sigma_rels))
+        for name in ("channel_mult", "attn_resolutions"):
+            value = getattr(self, name)
+            if value is not None:
+                if not isinstance(value, (list, tuple)):
+                    raise UserInputError(f"{name} must be a list of integers, got {value!r}")
+                object.__setattr__(self, name, tuple(value))
         if not isinstance(self.dataset, str) or not self.dataset:
             raise UserInputError("dataset must be a non-empty string")
         if self.preset not in PRESET_NAMES:
@@ -101,7 +115,7 @@ class TrainConfig:
         for name in ("batch_size", "duration", "t_ref", "snapshot_every", "checkpoint_every"):
             check_int(name, getattr(self, name), minimum=1)
         check_int("warmup", self.warmup, minimum=0)
-        check_int("seed", self.seed, minimum=0, maximum=_MAX_SEED)
+        check_int("seed", self.seed, minimum=0, maximum=MAX_SEED)
         for name in ("p_mean", "p_std", "lr_ref", "adam_eps", "dropout"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
@@ -122,9 +136,14 @@ class TrainConfig:
         """Iterations of the full run: ceil(duration / batch_size)."""
         return -(-self.duration // self.batch_size)
 
+    @property
+    def architecture(self) -> ArchitectureOverrides:
+        return ArchitectureOverrides(self.model_channels, self.channel_mult, self.num_blocks, self.attn_resolutions)
+
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
-        d["adam_betas"], d["ema_sigma_rels"] = list(self.adam_betas), list(self.ema_sigma_rels)
+        for name in ("adam_betas", "ema_sigma_rels", "channel_mult", "attn_resolutions"):
+            d[name] = None if d[name] is None else list(d[name])
         return d
 
     @classmethod
@@ -191,13 +210,48 @@ def _write_networks(run_dir: Path, net: EDM2Denoiser, ema: PowerFunctionEMA, met
         save_network(ema_network_path(run_dir, sigma_rel), net, ema_meta, tensors=ema.ema_tensors(i))
 
 
+def _save_snapshots(run_dir: Path, ema: PowerFunctionEMA, step: int, batch: int, provenance: dict) -> None:
+    """One post-hoc EMA snapshot per tracked sigma_rel after `step` iterations (t in images, like the EMA)."""
+    for i, (sigma_rel, gamma) in enumerate(zip(ema.sigma_rels, ema.gammas, strict=True)):
+        path = phema.snapshot_path(run_dir, step, sigma_rel)
+        phema.save_snapshot(path, ema.ema_tensors(i), step * batch, gamma, step, provenance)
+
+
 @dataclass(frozen=True)
 class TrainResult:
-    """Where `train` stopped: iterations done, images seen, and whether the run is complete."""
+    """Where `train` stopped: iterations done, images seen, whether the run is complete, and the signal
+    number (SIGINT, SIGTERM) that stopped it early, if one did (the state was saved: rerun to continue)."""
 
     steps: int
     images: int
     finished: bool
+    signal: int | None = None
+
+
+class _StopRequest:
+    """Set by SIGINT / SIGTERM while training: the loop finishes its step, saves and returns."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+
+    def __call__(self, signum: int, frame: Any) -> None:
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _catch_stop_signals() -> Iterator[_StopRequest]:
+    """Turn SIGINT and SIGTERM into a stop request for the duration of training (main thread only:
+    elsewhere Python cannot install handlers, and the signals keep their usual effect)."""
+    request = _StopRequest()
+    if threading.current_thread() is not threading.main_thread():
+        yield request
+        return
+    previous = {sig: signal.signal(sig, request) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield request
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def train(
@@ -213,7 +267,8 @@ def train(
     device: 'cpu', 'cuda' or None (CUDA when available); under torchrun each rank uses cuda:LOCAL_RANK.
     stop_after: stop once this many iterations are done (saving the training state, as an interruption
     would); rerunning later continues. log_every: iterations per log.jsonl record (loss averaged over them).
-    The caller's global torch RNG state is left as it was.
+    SIGINT or SIGTERM stop the run after the current iteration, save the training state and return
+    (TrainResult.signal says which). The caller's global torch RNG state is left as it was.
     """
     if stop_after is not None and (isinstance(stop_after, bool) or stop_after < 0):
         raise UserInputError(f"stop_after must be a non-negative iteration count, got {stop_after}")
@@ -222,8 +277,9 @@ def train(
     dist = distributed.setup(device)
     try:
         cuda = [dist.device.index or 0] if dist.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=cuda):  # we reseed torch's generators; restore them afterwards
-            return _train(config, Path(run_dir), dist, progress, stop_after, log_every)
+        # We reseed torch's generators: restore them afterwards.
+        with torch.random.fork_rng(devices=cuda), _catch_stop_signals() as stop:
+            return _train(config, Path(run_dir), dist, progress, stop_after, log_every, stop)
     finally:
         dist.close()
 
@@ -235,6 +291,7 @@ def _train(
     progress: bool,
     stop_after: int | None,
     log_every: int,
+    stop: _StopRequest,
 ) -> TrainResult:
     device, batch = dist.device, config.batch_size
     state_path, config_path, log_path = run_dir / STATE_FILE, run_dir / CONFIG_FILE, run_dir / LOG_FILE
@@ -246,7 +303,12 @@ def _train(
     if batch % dist.world_size:
         raise UserInputError(f"batch size {batch} is not divisible by the {dist.world_size} processes")
     label_dim = dataset.num_classes if config.cond else 0
-    net_config = preset_config(config.preset, dataset.resolution, dataset.channels, label_dim, config.dropout)
+    image_size = dataset.resolution
+    if len(config.architecture.given()) < 4:  # the preset rule needs a power-of-two side: pad up to one
+        dataset = dataset.padded(padded_resolution(image_size))
+    net_config = preset_config(
+        config.preset, dataset.resolution, dataset.channels, label_dim, config.dropout, config.architecture
+    )
     torch.manual_seed(config.seed)  # initial weights: identical on every rank and in every rerun
     net = build(net_config).to(device).train()
     opt = torch.optim.Adam(net.parameters(), lr=config.lr_ref, betas=config.adam_betas, eps=config.adam_eps)
@@ -287,6 +349,7 @@ def _train(
     provenance = {
         "dataset": dataset.name,
         "dataset_size": len(dataset),
+        "image_size": image_size,  # before padding: generation crops its outputs back to this
         "preset": config.preset,
         "cond": config.cond,
         "train_config": config.to_dict(),
@@ -295,13 +358,20 @@ def _train(
     }
 
     def save_state() -> None:
+        # Never store diverged weights: a resumed run would start from them (and checkpoint.load refuses
+        # non-finite tensors). One host sync per checkpoint, not per step.
+        if not bool(torch.isfinite(loss_sum).all()):
+            raise RunFailedError(
+                f"training diverged: non-finite loss before iteration {step}; the last checkpoint in "
+                f"{run_dir} is from before (try a lower --lr)"
+            )
         if dist.is_main:
             elapsed = elapsed_before + time.perf_counter() - start_time
             save_training_state(state_path, net, opt, ema, step, {**provenance, "elapsed": elapsed})
 
     # ---- training loop
     log_file = open(log_path, "a", buffering=1) if dist.is_main else None  # line-buffered appends
-    bar = tqdm(total=config.total_steps, initial=step, unit="it", disable=not (progress and dist.is_main))
+    bar = Progress("train", config.total_steps, initial=step, unit="it", enabled=progress and dist.is_main)
     start_time = last_time = time.perf_counter()
     last_step, loss_sum, saved_at = step, torch.zeros((), device=device), step if state_path.exists() else -1
     try:
@@ -331,11 +401,19 @@ def _train(
             ema.update(net, cur_t=step * batch, delta_t=batch)  # EMA time in images, after the step
             loss_sum += loss.detach()
             bar.update(1)
+            # Under torchrun every rank gets the signal, but maybe not before the same step: they agree
+            # at the next log record (a collective), so that all save the same step.
+            stopping = stop.signum is not None and dist.world_size == 1
 
-            if step % log_every == 0 or step == end:
+            if step % log_every == 0 or step == end or stopping:
+                if dist.world_size > 1:
+                    stopping = bool(dist.max(float(stop.signum or 0)))
                 mean_loss = float(dist.mean(loss_sum / (step - last_step)))  # collective: all ranks log
                 if not math.isfinite(mean_loss):
-                    raise RuntimeError(f"training diverged: loss {mean_loss} at iteration {step}")
+                    raise RunFailedError(
+                        f"training diverged: loss {mean_loss} at iteration {step}; the last checkpoint "
+                        f"in {run_dir} is from before (try a lower --lr)"
+                    )
                 now = time.perf_counter()
                 record = {
                     "step": step,
@@ -347,15 +425,15 @@ def _train(
                 }
                 if log_file is not None:
                     log_file.write(json.dumps(record) + "\n")
-                bar.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{lr:.2e}")
+                bar.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{lr:.2e}", images=step * batch)
                 last_step, last_time, loss_sum = step, now, torch.zeros((), device=device)
             if _crossed(config.snapshot_every, step, batch) and dist.is_main:
-                for i, (sigma_rel, gamma) in enumerate(zip(ema.sigma_rels, ema.gammas, strict=True)):
-                    path = phema.snapshot_path(run_dir, step, sigma_rel)  # t in images, like the EMA
-                    phema.save_snapshot(path, ema.ema_tensors(i), step * batch, gamma, step, provenance)
+                _save_snapshots(run_dir, ema, step, batch, provenance)
             if _crossed(config.checkpoint_every, step, batch):
                 save_state()
                 saved_at = step
+            if stopping:
+                break
     finally:
         bar.close()
         if log_file is not None:
@@ -365,6 +443,10 @@ def _train(
         save_state()
     finished = step == config.total_steps
     if finished and dist.is_main:
+        # Post-hoc EMA must cover the end of training: a last snapshot unless one fell on this step.
+        if not phema.snapshot_path(run_dir, step, ema.sigma_rels[0]).exists():
+            _save_snapshots(run_dir, ema, step, batch, provenance)
         _write_networks(run_dir, net, ema, {**provenance, "step": step, "training_images": step * batch})
     dist.barrier()  # no rank leaves (and tears down the group) before rank 0 has written the files
-    return TrainResult(steps=step, images=step * batch, finished=finished)
+    signum = stop.signum if stop.signum is not None and not finished else None
+    return TrainResult(steps=step, images=step * batch, finished=finished, signal=signum)
