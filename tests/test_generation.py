@@ -252,7 +252,9 @@ def test_cli_grid_layout(ckpts, tmp_path, net, weights, seeds, rows, cols):
         ]
     )
     with Image.open(tmp_path / "grid.png") as im:
-        assert im.size == (cols * 8 + cols - 1, rows * 8 + rows - 1)
+        # The cells (8x8, 1 pixel apart) fill the bottom right; labels take a margin above and to the left.
+        width, height = im.size
+        assert width - (cols * 8 + cols - 1) >= 8 and height - (rows * 8 + rows - 1) >= 10
     meta = json.loads((tmp_path / "generate.json").read_text())
     assert len(meta["grid_layout"]["row_values"]) == rows
     assert len(meta["grid_layout"]["column_values"]) == cols
@@ -271,23 +273,24 @@ def test_torchrun_one_and_two_processes_give_identical_pngs(ckpts, tmp_path, tor
         "0-4",
         "--steps",
         "3",
-        "--batch",
-        "2",
     ]
+    # --batch counts images per step over all processes: 2 over two processes is 1 per process, the
+    # batch of one process with --batch 1, so the per-seed images agree bit for bit.
     generate = ["-m", "autoguidance.cli", "generate", "--device", "cpu", *common]
-    torchrun(1, *generate, "--out", str(tmp_path / "one"))
-    torchrun(2, *generate, "--out", str(tmp_path / "two"))
-    torchrun(2, *generate, "--class", "3", "--grid", "--out", str(tmp_path / "grid"))
+    torchrun(1, *generate, "--batch", "1", "--out", str(tmp_path / "one"))
+    torchrun(2, *generate, "--batch", "2", "--out", str(tmp_path / "two"))
+    torchrun(2, *generate, "--batch", "2", "--class", "3", "--grid", "--out", str(tmp_path / "grid"))
     for seed in range(5):
         name = f"seed{seed:06d}.png"
         assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes()
     meta = json.loads((tmp_path / "two" / "generate.json").read_text())
     assert meta["settings"]["world_size"] == 2 and sorted(meta["labels"]) == ["0", "1", "2", "3", "4"]
     # The grid gathered from two processes holds the same images as one process's per-seed PNGs.
-    _run([*common, "--class", "3", "--out", str(tmp_path / "single")])
+    _run([*common, "--batch", "1", "--class", "3", "--out", str(tmp_path / "single")])
     grid = np.asarray(Image.open(tmp_path / "grid" / "grid.png"))
+    left = grid.shape[1] - (5 * 9 - 1)  # one row of five 8x8 cells in the bottom right, under labels
     for seed in range(5):
-        cell = grid[:, seed * 9 : seed * 9 + 8]
+        cell = grid[-8:, left + seed * 9 : left + seed * 9 + 8]
         assert np.array_equal(cell, np.asarray(Image.open(tmp_path / "single" / f"seed{seed:06d}.png")))
 
 

@@ -14,7 +14,7 @@ from autoguidance.guidance import autoguidance
 from autoguidance.nets.flops import count_parameters, flops_per_evaluation
 from autoguidance.nets.mp import MPConv, MPFourier, mp_cat, mp_silu, mp_sum, pixel_norm
 from autoguidance.nets.precond import EDM2Denoiser, NetConfig, build
-from autoguidance.nets.presets import PRESET_NAMES, preset_config
+from autoguidance.nets.presets import PRESET_NAMES, ArchitectureOverrides, padded_resolution, preset_config
 
 
 def rms(t: torch.Tensor) -> float:
@@ -199,8 +199,37 @@ def test_from_dict_rejects_unknown_and_missing_keys():
 def test_unknown_preset_lists_valid_names():
     with pytest.raises(UserInputError, match="xxs, xs, s, m"):
         preset_config("huge", 32, 1, 10)
-    with pytest.raises(UserInputError, match="resolution"):
-        preset_config("s", 64, 1, 10)
+    with pytest.raises(UserInputError, match="resolution 48.*pad the images to 64"):
+        preset_config("s", 48, 1, 10)
+
+
+@pytest.mark.parametrize(
+    "resolution, levels, blocks, attn",
+    [
+        (8, (8, 4), 2, (4,)),
+        (16, (16, 8), 1, (8,)),
+        (32, (32, 16, 8), 1, (8,)),
+        (64, (64, 32, 16, 8), 1, (8,)),
+    ],
+)
+def test_presets_follow_the_rule(resolution, levels, blocks, attn):
+    """Levels halve down to 8x8 (4x4 at R = 8), width 1x then 2x, attention at the lowest level."""
+    cfg = preset_config("s", resolution, 3, 0)
+    assert cfg.resolutions == levels and cfg.num_blocks == blocks and cfg.attn_resolutions == attn
+    assert cfg.channel_mult == (1,) + (2,) * (len(levels) - 1)
+    x = torch.randn(2, 3, resolution, resolution)
+    assert build(cfg)(x, torch.tensor([0.3, 3.0])).shape == x.shape
+
+
+def test_padded_resolution_and_overrides():
+    assert [padded_resolution(s) for s in (5, 8, 9, 28, 32, 33)] == [8, 8, 16, 32, 32, 64]
+    cfg = preset_config("s", 64, 3, 0, overrides=ArchitectureOverrides(model_channels=8, num_blocks=2))
+    assert cfg.model_channels == 8 and cfg.num_blocks == 2 and cfg.channel_mult == (1, 2, 2, 2)
+    # With every architecture field given, any resolution the levels divide works (here 24 -> 12 -> 6).
+    full = ArchitectureOverrides(
+        model_channels=8, channel_mult=(1, 1, 2), num_blocks=1, attn_resolutions=(6,)
+    )
+    assert preset_config("xs", 24, 1, 0, overrides=full).resolutions == (24, 12, 6)
 
 
 def test_conditioning_mismatch_raises():

@@ -138,7 +138,9 @@ def test_phema_reconstructs_tracked_ema(trained_run, tmp_path):
         for name, t in tracked.items():
             assert torch.allclose(rec[name], t, atol=2e-3, rtol=0), name
     # At an earlier snapshot time only the snapshots so far count: there it matches that snapshot.
-    main(["phema", "--run", str(run), "--sigma-rel", "0.10", "--at", "60", "--out", str(tmp_path / "at60")])
+    main(
+        ["phema", "--run", str(run), "--sigma-rel", "0.10", "--at", "960", "--out", str(tmp_path / "at60")]
+    )  # 60 x 16
     rec = _tensors(tmp_path / "at60" / "network-phema-0.100.safetensors")
     snap = _tensors(run / "snapshots" / "phema-0000000060-0.1000.safetensors")
     assert max(float((rec[k] - snap[k]).abs().max()) for k in snap) < 2e-3
@@ -257,7 +259,7 @@ def test_train_and_info_commands(tmp_path, capsys):
         (["train", "--dataset", "nosuch", "--preset", "xxs", "--duration", "8", "--out", "{tmp}"], "nosuch"),
         (["train", "--dataset", "digits", "--duration", "0", "--out", "{tmp}"], "duration"),
         (["train", "--dataset", "digits", "--duration", "-5", "--out", "{tmp}"], "duration"),
-        (["train", "--dataset", "digits", "--duration", "8", "--batch", "0", "--out", "{tmp}"], "batch_size"),
+        (["train", "--dataset", "digits", "--duration", "8", "--batch", "0", "--out", "{tmp}"], "--batch"),
         (
             ["train", "--dataset", "digits", "--duration", "8", "--ema", "0.05,x", "--out", "{tmp}"],
             "sigma_rel",

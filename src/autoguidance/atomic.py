@@ -51,33 +51,43 @@ def output_error(path: str | os.PathLike, exc: OSError, what: str = "write") -> 
     return OutputPathError(f"cannot {what} {path}: {reason}")
 
 
-def prepare_dir(path: str | os.PathLike, flag: str = "--out") -> Path:
-    """Create the output folder `path` (and its parents) and check that files can be written in it.
+def check_dir(path: str | os.PathLike, flag: str = "--out") -> Path:
+    """Check, without creating anything, that the output folder `path` can be created or written.
 
     Called before expensive work, so that a bad --out fails in a second rather than after training or
     sampling. Raises OutputPathError naming `flag` and the path: an existing file given as a folder, a
-    parent that is a file, no write permission, a read-only file system.
+    parent that is a file, no write permission, a read-only file system. An existing folder is probed by
+    creating and removing a file in it; a missing one by the permissions of its nearest existing parent.
     """
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise OutputPathError(f"{flag} {path} is a file, not a folder")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=path)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as exc:
-        raise output_error(path, exc, what=f"use {flag}") from None
-    return path
-
-
-def check_file_target(path: str | os.PathLike, flag: str = "--out") -> Path:
-    """Check that a single output file `path` can be created (its folder is prepared); nothing is written."""
-    path = Path(path)
     if path.is_dir():
-        raise OutputPathError(f"{flag} {path} is a folder, not a file")
-    prepare_dir(path.parent if str(path.parent) else ".", flag)
+        try:
+            fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=path)
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as exc:
+            raise output_error(path, exc, what=f"write into {flag}") from None
+        return path
+    parent = path.absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise OutputPathError(f"cannot create {flag} {path}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputPathError(f"cannot create {flag} {path}: no permission to write in {parent}")
     return path
+
+
+def prepare_dir(path: str | os.PathLike, flag: str = "--out") -> Path:
+    """`check_dir`, then create the folder (and its parents)."""
+    check_dir(path, flag)
+    try:
+        Path(path).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise output_error(path, exc, what=f"create {flag}") from None
+    return Path(path)
 
 
 @contextlib.contextmanager

@@ -1,7 +1,9 @@
 """`autoguidance <command>`: a thin shell over the library and the experiments.
 
-Bad input never shows a traceback: `UserInputError` and click's usage errors become one line on stderr
-and exit status 2.
+The library raises typed exceptions; only this module turns them into exit statuses, each with one line
+on stderr and no traceback: bad input (`UserInputError`, click's usage errors) and output locations that
+cannot be written (`OutputPathError`, an OSError while writing) exit 2; a run that failed on good input
+(`RunFailedError`, e.g. a diverging loss) exits 1; an interrupt exits 130.
 """
 
 from __future__ import annotations
@@ -10,8 +12,9 @@ import sys
 
 import click
 
+from .atomic import output_error
 from .commands import generate, info, phema, toy, train
-from .errors import UserInputError
+from .errors import RunFailedError, UserInputError
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -29,6 +32,14 @@ def main(argv: list[str] | None = None) -> None:
         cli.main(args=argv, prog_name="autoguidance", standalone_mode=False)
     except UserInputError as exc:
         click.echo(f"autoguidance: error: {exc}", err=True)
+        sys.exit(2)
+    except RunFailedError as exc:
+        click.echo(f"autoguidance: failed: {exc}", err=True)
+        sys.exit(1)
+    except OSError as exc:  # a write outside `atomic` (an appended log): a full disk, a lost permission
+        if exc.filename is None:
+            raise
+        click.echo(f"autoguidance: error: {output_error(exc.filename, exc)}", err=True)
         sys.exit(2)
     except click.UsageError as exc:
         click.echo(f"autoguidance: error: {exc.format_message()}", err=True)

@@ -91,12 +91,14 @@ def generate_images(
     sigma_min: float = 0.002,
     sigma_max: float = 80.0,
     rho: float = 7.0,
+    solver: str = "heun",
     churn: Churn | None = None,
     batch_size: int = 64,
     device: str | torch.device | None = None,
     progress: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Sample one image per seed with the EDM Heun sampler (2 num_steps - 1 evaluations per image).
+    """Sample one image per seed with the EDM sampler (Heun: 2 num_steps - 1 evaluations per image,
+    Euler: num_steps; `churn` adds EDM Algorithm 2's stochasticity, its noise from each seed's stream).
 
     net / guide: EDM2 denoisers; moved to `device` when given (default: net's device) and evaluated in
         eval mode (each network's mode is restored afterwards).
@@ -138,7 +140,7 @@ def generate_images(
                 cond = streams.randint(cfg.label_dim, device=device)  # draw 2: the class, always drawn
                 if class_label is not None:
                     cond = torch.full_like(cond, class_label)
-            x = sample(denoiser, latents, sigmas, cond, solver="heun", churn=churn, streams=streams)
+            x = sample(denoiser, latents, sigmas, cond, solver=solver, churn=churn, streams=streams)
             images.append(to_uint8(x).cpu())
             if cond is not None:
                 labels.append(cond.cpu())

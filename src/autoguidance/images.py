@@ -56,3 +56,68 @@ def save_png(path: str | os.PathLike, image: np.ndarray | torch.Tensor) -> None:
     pil = Image.fromarray(image[:, :, 0] if image.shape[2] == 1 else image)
     # format="PNG" because the temporary name ends in .tmp.png only by convention; be explicit.
     atomic.write_with(path, lambda tmp: pil.save(tmp, format="PNG"))
+
+
+def labelled_grid(
+    cells: np.ndarray | torch.Tensor,
+    row_labels: list[str],
+    col_labels: list[list[str]],
+    pad: int = 1,
+    scale: int = 1,
+) -> np.ndarray:
+    """`make_grid` with a label left of every row and a header of text lines above every column.
+
+    cells (R, K, H, W, C) uint8; row_labels: R strings (e.g. "class 3"); col_labels: K lists of lines
+    (e.g. ["w=2", "seed 0"]). A header line repeated over neighbouring columns is written once, centred over
+    them (so "w=2" spans its seeds). `scale` enlarges the images (nearest) so that small ones stay legible
+    beside the text. Returns (height, width, C) uint8, black text on white.
+    """
+    from PIL import ImageDraw, ImageFont
+
+    cells = cells.cpu().numpy() if isinstance(cells, torch.Tensor) else np.asarray(cells)
+    if scale > 1:
+        cells = cells.repeat(scale, axis=2).repeat(scale, axis=3)
+    rows, cols, h, w, c = cells.shape
+    if len(row_labels) != rows or len(col_labels) != cols:
+        raise ValueError(f"need {rows} row labels and {cols} column labels")
+    grid = make_grid(cells, pad=pad)
+    font = ImageFont.load_default()
+    probe = ImageDraw.Draw(Image.new("L", (1, 1)))
+
+    def size(text: str) -> tuple[int, int]:
+        left, top, right, bottom = probe.textbbox((0, 0), text, font=font)
+        return right - left, bottom - top
+
+    line_h = max([size(t)[1] for t in [*row_labels, *(x for col in col_labels for x in col)]] + [8]) + 4
+    n_lines = max((len(col) for col in col_labels), default=0)
+    left_w = max([size(t)[0] for t in row_labels] + [0]) + 8
+    top_h = n_lines * line_h + 4
+    canvas = Image.new("L", (left_w + grid.shape[1], top_h + grid.shape[0]), 255)
+    canvas.paste(
+        Image.fromarray(grid[:, :, 0] if c == 1 else grid.mean(axis=2).astype(np.uint8)), (left_w, top_h)
+    )
+    draw = ImageDraw.Draw(canvas)
+    for r, text in enumerate(row_labels):
+        tw, th = size(text)
+        draw.text((left_w - 4 - tw, top_h + r * (h + pad) + (h - th) // 2), text, fill=0, font=font)
+    for line in range(n_lines):
+        k = 0
+        while k < cols:  # runs of equal text on this line share one centred label
+            text = col_labels[k][line] if line < len(col_labels[k]) else ""
+            end = k + 1
+            while (
+                end < cols
+                and line < len(col_labels[end])
+                and col_labels[end][line] == text
+                and line < n_lines - 1
+            ):
+                end += 1
+            x0, x1 = left_w + k * (w + pad), left_w + end * (w + pad) - pad
+            tw, _ = size(text)
+            draw.text(((x0 + x1 - tw) // 2, 2 + line * line_h), text, fill=0, font=font)
+            k = end
+    out = np.asarray(canvas, dtype=np.uint8)[:, :, None]
+    if c == 3:  # keep the grid's colours: paste the RGB grid back into a 3-channel canvas
+        out = np.repeat(out, 3, axis=2)
+        out[top_h:, left_w:] = grid
+    return out

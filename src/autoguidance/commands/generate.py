@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import sys
 import time
 from importlib import metadata as importlib_metadata
 from pathlib import Path
@@ -22,13 +21,12 @@ from .. import atomic, distributed
 from ..errors import UserInputError
 from ..generation import check_class_label, gather_sharded, generate_images, guided_denoiser, shard_seeds
 from ..guidance import check_interval, check_weight
-from ..images import make_grid, save_png
+from ..images import labelled_grid, save_png
 from ..nets.io import load_network
 from ..nets.precond import EDM2Denoiser
 from ..seeds import parse_seeds
+from .options import SamplerSettings, device_option, progress_option, sampler_options, show_bar
 
-# The EDM schedule (MATH.md); fixed here rather than exposed, and recorded in the metadata.
-SIGMA_MIN, SIGMA_MAX, RHO = 0.002, 80.0, 7.0
 METADATA_NAME = "generate.json"
 GRID_NAME = "grid.png"
 
@@ -116,18 +114,23 @@ def _grid_layout(net: EDM2Denoiser, seeds: list[int], weights: list[float], clas
     default=None,
     help="Generate this class only (conditional nets); default: a class drawn per seed.",
 )
+@sampler_options
 @click.option(
-    "--steps", type=int, default=32, show_default=True, help="Heun steps (2 steps - 1 network evaluations)."
+    "--batch",
+    type=click.IntRange(min=1),
+    default=64,
+    show_default=True,
+    help="Images per sampling step, over all processes (each of N processes takes batch / N).",
 )
-@click.option("--batch", type=int, default=64, show_default=True, help="Images per batch per process.")
 @click.option(
     "--grid",
     is_flag=True,
-    help="Write one grid.png instead of per-seed PNGs: rows = classes (conditional nets), "
-    "columns = guidance weights (several) or seeds (one weight).",
+    help="Write one labelled grid.png instead of per-seed PNGs: rows = classes (conditional nets), "
+    "columns = guidance weights x seeds; for one class, rows = seeds and columns = weights.",
 )
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@click.option("--out", "out_dir", required=True, help="Output folder.")
+@device_option
+@progress_option
+@click.option("--out", "out_dir", required=True, type=click.Path(), help="Output folder (created).")
 def generate(
     net_path: str,
     guide_path: str | None,
@@ -135,20 +138,17 @@ def generate(
     interval_text: str | None,
     seeds_text: str,
     class_label: int | None,
-    steps: int,
+    sampler: SamplerSettings,
     batch: int,
     grid: bool,
     device: str,
+    progress: bool,
     out_dir: str,
 ) -> None:
     """Generate images (one PNG per seed, or a grid) with optional autoguidance."""
     t_start = time.perf_counter()
     # --- validate everything before writing anything ------------------------------------------------
     seeds = parse_seeds(seeds_text)
-    if steps < 1:
-        raise UserInputError(f"--steps must be >= 1, got {steps}")
-    if batch < 1:
-        raise UserInputError(f"--batch must be >= 1, got {batch}")
     weights = parse_weights(guidance_text) if guidance_text is not None else [1.0]
     if guide_path is None and any(w != 1.0 for w in weights):
         raise UserInputError("--guidance needs --guide (the network to guide with)")
@@ -157,9 +157,13 @@ def generate(
     interval = parse_interval(interval_text) if interval_text is not None else None
     if interval is not None and guide_path is None:
         raise UserInputError("--interval needs --guide")
+    out = atomic.check_dir(out_dir, "--out")  # before loading networks or sampling
     # gloo even on GPUs: ranks exchange only a few uint8 images and timings, as CPU tensors.
     d = distributed.setup(device, backend="gloo")
     try:
+        if batch % d.world_size:
+            raise UserInputError(f"--batch {batch} is not divisible by the {d.world_size} processes")
+        share = batch // d.world_size  # each process's images per step
         dev = d.device
         net, net_meta = load_network(net_path, device=dev)
         guide, guide_meta = load_network(guide_path, device=dev) if guide_path else (None, None)
@@ -169,19 +173,20 @@ def generate(
         t_loaded = time.perf_counter()
 
         # --- generate: this process's share of the seeds ---------------------------------------------
-        out = Path(out_dir)
-        mine = shard_seeds(seeds, d.rank, d.world_size, batch)
-        progress = d.is_main and sys.stderr.isatty()
+        mine = shard_seeds(seeds, d.rank, d.world_size, share)
         kwargs = dict(
             guide=guide,
             interval=interval,
-            num_steps=steps,
-            sigma_min=SIGMA_MIN,
-            sigma_max=SIGMA_MAX,
-            rho=RHO,
-            batch_size=batch,
-            progress=progress,
+            num_steps=sampler.steps,
+            sigma_min=sampler.sigma_min,
+            sigma_max=sampler.sigma_max,
+            rho=sampler.rho,
+            solver=sampler.solver,
+            churn=sampler.churn_settings(),
+            batch_size=share,
+            progress=d.is_main and show_bar(progress),
         )
+        size = _image_size(net_meta, net.config.img_resolution)
         layout = _grid_layout(net, seeds, weights, class_label) if grid else None
         outputs: list[str] = []
         labels_by_seed: dict[str, int] = {}
@@ -190,22 +195,26 @@ def generate(
         for row_class in rows:
             for w in weights:
                 images, labels = generate_images(net, mine, guidance=w, class_label=row_class, **kwargs)
+                images = _crop(images, size)
                 if grid:
-                    cells[(row_class, w)] = gather_sharded(images, len(seeds), batch)
+                    cells[(row_class, w)] = gather_sharded(images, len(seeds), share)
                     continue
                 sub = out / weight_dir(w) if len(weights) > 1 else out
                 for seed, image in zip(mine, images, strict=True):
                     save_png(sub / seed_file(seed), image)
                 outputs += [str((sub / seed_file(s)).relative_to(out)) for s in seeds]
                 if labels is not None and not labels_by_seed:  # the same for every w: drawn per seed
-                    everyone = gather_sharded(labels, len(seeds), batch)
+                    everyone = gather_sharded(labels, len(seeds), share)
                     labels_by_seed = {str(s): int(k) for s, k in zip(seeds, everyone, strict=True)}
         gen_s = d.max(time.perf_counter() - t_loaded)  # the slowest process sets the wall time
         d.barrier()  # every rank's PNGs are on disk before rank 0 describes them
         if not d.is_main:
             return
         if grid:
-            save_png(out / GRID_NAME, make_grid(_grid_cells(cells, layout, weights)))
+            rows_text, cols_text = _grid_labels(layout)
+            save_png(
+                out / GRID_NAME, labelled_grid(_grid_cells(cells, layout, weights), rows_text, cols_text)
+            )
             outputs = [GRID_NAME]
         n_images = len(seeds) * len(weights) * len(rows)
         meta = {
@@ -216,11 +225,9 @@ def generate(
                 "guidance": weights,
                 "interval": list(interval) if interval else None,
                 "class": class_label,
-                "solver": "heun",
-                "num_steps": steps,
-                "sigma_min": SIGMA_MIN,
-                "sigma_max": SIGMA_MAX,
-                "rho": RHO,
+                "sampler": sampler.to_dict(),
+                "evaluations_per_image": sampler.evaluations(),
+                "image_size": size,
                 "batch": batch,
                 "device": str(dev),
                 "world_size": d.world_size,
@@ -257,6 +264,32 @@ def _grid_cells(
     if layout["rows"] == "seed":
         return per_weight
     return per_weight[:, 0][None]  # one row, a column per seed
+
+
+def _image_size(meta: dict[str, Any], resolution: int) -> int:
+    """The training images' side before padding (train pads e.g. 28 to 32); the net's side if unknown."""
+    size = meta.get("image_size")
+    return size if isinstance(size, int) and 0 < size <= resolution else resolution
+
+
+def _crop(images: torch.Tensor, size: int) -> torch.Tensor:
+    """(N, R, R, C) -> the centred (N, size, size, C): undo the training data's padding."""
+    before = (images.shape[1] - size) // 2
+    return images[:, before : before + size, before : before + size]
+
+
+def _grid_labels(layout: dict) -> tuple[list[str], list[list[str]]]:
+    """Row labels and column header lines of the grid, from its layout (`_grid_layout`)."""
+    rows = [f"class {v}" if layout["rows"] == "class" else f"seed {v}" for v in layout["row_values"]]
+    if layout["rows"] == "-":
+        rows = [""]
+    if layout["columns"] == "weight x seed":
+        cols = [[f"w={w:g}", f"seed {s}"] for w, s in layout["column_values"]]
+    elif layout["columns"] == "weight":
+        cols = [[f"w={w:g}"] for w in layout["column_values"]]
+    else:
+        cols = [[f"seed {s}"] for s in layout["column_values"]]
+    return rows, cols
 
 
 def _version() -> str:

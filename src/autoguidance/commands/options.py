@@ -10,9 +10,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
+import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -82,7 +85,9 @@ class SamplerSettings:
         if not (math.isfinite(self.churn) and self.churn >= 0):
             raise UserInputError(f"--churn must be a number >= 0, got {self.churn}")
         if not (self.s_tmin >= 0 and self.s_tmax >= self.s_tmin):
-            raise UserInputError(f"--s-tmin/--s-tmax need 0 <= s-tmin <= s-tmax, got {self.s_tmin}, {self.s_tmax}")
+            raise UserInputError(
+                f"--s-tmin/--s-tmax need 0 <= s-tmin <= s-tmax, got {self.s_tmin}, {self.s_tmax}"
+            )
         if not (math.isfinite(self.s_noise) and self.s_noise > 0):
             raise UserInputError(f"--s-noise must be a positive number, got {self.s_noise}")
 
@@ -119,8 +124,12 @@ _SAMPLER_OPTIONS = (
     click.option(
         "--churn", type=float, default=0.0, show_default=True, help="S_churn of EDM Algorithm 2 (0: ODE)."
     ),
-    click.option("--s-tmin", type=float, default=0.0, show_default=True, help="Churn only for sigma >= this."),
-    click.option("--s-tmax", type=float, default=math.inf, help="Churn only for sigma <= this [default: inf]."),
+    click.option(
+        "--s-tmin", type=float, default=0.0, show_default=True, help="Churn only for sigma >= this."
+    ),
+    click.option(
+        "--s-tmax", type=float, default=math.inf, help="Churn only for sigma <= this [default: inf]."
+    ),
     click.option("--s-noise", type=float, default=1.0, show_default=True, help="Scale of the churn noise."),
 )
 
@@ -129,11 +138,39 @@ def sampler_options(f: Callable) -> Callable:
     """Add the sampler options; the command receives them as one `sampler: SamplerSettings` argument."""
     names = ("steps", "sigma_min", "sigma_max", "rho", "solver", "churn", "s_tmin", "s_tmax", "s_noise")
 
+    @functools.wraps(f)  # keeps the options already attached to f (click's __click_params__)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         kwargs["sampler"] = SamplerSettings(**{n: kwargs.pop(n) for n in names})
         return f(*args, **kwargs)
 
-    wrapper.__name__, wrapper.__doc__ = f.__name__, f.__doc__
     for option in reversed(_SAMPLER_OPTIONS):
         wrapper = option(wrapper)
     return wrapper
+
+
+def int_list(flag: str, text: str, allow_none: bool = False) -> tuple[int, ...]:
+    """'1,2,2' -> (1, 2, 2) for `flag`; 'none' -> () when allowed; UserInputError naming the flag."""
+    if allow_none and text.strip().lower() == "none":
+        return ()
+    try:
+        values = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise UserInputError(f"{flag} must be a comma-separated list of integers, got {text!r}") from None
+    if any(v < 1 for v in values):
+        raise UserInputError(f"{flag} values must be >= 1, got {text!r}")
+    return values
+
+
+@contextlib.contextmanager
+def renamed_fields(flags: dict[str, str]) -> Iterator[None]:
+    """Re-raise a UserInputError from the library with its config field names replaced by the flags that
+    set them (e.g. 'num_blocks' -> '--blocks'), so that the message names what the user typed."""
+    try:
+        yield
+    except UserInputError as exc:
+        text = str(exc)
+        for field, flag in flags.items():
+            text = re.sub(rf"\b{field}\b", flag, text)
+        if text == str(exc):
+            raise
+        raise type(exc)(text) from None

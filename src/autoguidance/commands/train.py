@@ -3,50 +3,96 @@
     autoguidance train --dataset mnist --preset s --cond --duration 1048576 --batch 64 --out runs/s
     torchrun --nproc_per_node 2 $(which autoguidance) train ...   (same run, gradients averaged)
 
-Rerunning the same command resumes from the run folder's training state.
+Every length and interval is counted in training images; the run takes ceil(duration / batch) iterations,
+and intervals are rounded up to whole iterations. Rerunning the same command resumes from the run
+folder's training state; SIGINT / SIGTERM save that state before exiting.
 """
 
 from __future__ import annotations
 
 import os
+import signal
+import sys
 
 import click
 
+from .. import atomic
 from ..training import loop
 from ..training.export import parse_sigma_rels
+from .options import device_option, int_list, progress_option, renamed_fields
+
+_IMAGES = click.IntRange(min=1)
+# NetConfig / TrainConfig field -> the flag that sets it, for error messages.
+_FLAGS = {
+    "model_channels": "--channels",
+    "channel_mult": "--channel-mult",
+    "num_blocks": "--blocks",
+    "attn_resolutions": "--attn",
+    "batch_size": "--batch",
+    "duration": "--duration",
+    "lr_ref": "--lr",
+    "p_std": "--p-std",
+}
+
+
+def _iterations(images: int | None, batch: int) -> int | None:
+    return None if images is None else -(-images // batch)
 
 
 @click.command("train")
 @click.option("--dataset", required=True, help="mnist, digits (with :train/:test/:all), a folder or .zip.")
 @click.option("--preset", default="s", show_default=True, help="Model size: xxs, xs, s, m.")
 @click.option("--cond/--uncond", default=True, show_default=True, help="Class-conditional or unconditional.")
-@click.option("--duration", type=int, required=True, help="Training length in images.")
-@click.option("--batch", type=int, default=64, show_default=True, help="Global batch size (all processes).")
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Run folder.")
-@click.option("--lr", type=float, default=None, help="Reference learning rate lr_ref [default: 0.01].")
-@click.option("--t-ref", type=int, default=None, help="Iterations before 1/sqrt(t) decay [default: 2000].")
-@click.option("--warmup", type=int, default=None, help="Linear warm-up iterations [default: 200].")
+@click.option("--duration", type=_IMAGES, required=True, help="Training length in images.")
+@click.option(
+    "--batch", type=_IMAGES, default=64, show_default=True, help="Images per iteration, over all processes."
+)
+@click.option("--out", "out_dir", required=True, type=click.Path(), help="Run folder (created).")
+@click.option(
+    "--lr", type=click.FloatRange(min=0, min_open=True), default=None, help="lr_ref [default: 0.01]."
+)
+@click.option(
+    "--t-ref", type=_IMAGES, default=None, help="Images before the 1/sqrt(t) decay [default: 2000 x batch]."
+)
+@click.option(
+    "--warmup",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Images of linear warm-up [default: 200 x batch].",
+)
 @click.option("--p-mean", type=float, default=None, help="Mean of ln sigma in training [default: -0.8].")
-@click.option("--p-std", type=float, default=None, help="Std of ln sigma in training [default: 1.6].")
+@click.option(
+    "--p-std",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Std of ln sigma [default: 1.6].",
+)
 @click.option("--ema", "ema", default=None, help="Tracked EMA sigma_rels [default: 0.05,0.10].")
-@click.option("--dropout", type=float, default=None, help="Dropout probability [default: 0].")
-@click.option("--seed", type=int, default=None, help="Seed of weights, data order and noise [default: 0].")
-@click.option("--snapshot-every", type=int, default=None, help="Images per EMA snapshot [default: 32768].")
 @click.option(
-    "--checkpoint-every",
-    type=int,
+    "--dropout",
+    type=click.FloatRange(0, 1, max_open=True),
     default=None,
-    help="Images between training-state checkpoints [default: 131072].",
+    help="Dropout probability [default: 0].",
 )
 @click.option(
-    "--device",
-    type=click.Choice(["cpu", "cuda"]),
-    default=None,
-    help="Compute device [default: cuda when available].",
+    "--seed", type=click.IntRange(0, 2**63 - 1), default=None, help="Weights, data order, noise [default: 0]."
 )
-@click.option("--stop-after", type=int, default=None, help="Stop (resumably) after this many iterations.")
-@click.option("--log-every", type=int, default=10, show_default=True, help="Iterations per log.jsonl record.")
-@click.option("--progress/--no-progress", default=True, show_default=True, help="Draw a progress bar.")
+@click.option(
+    "--snapshot-every", type=_IMAGES, default=None, help="Images per EMA snapshot [default: 32768]."
+)
+@click.option(
+    "--checkpoint-every", type=_IMAGES, default=None, help="Images per training-state save [default: 131072]."
+)
+@click.option("--channels", type=_IMAGES, default=None, help="Architecture: width at full resolution.")
+@click.option("--channel-mult", default=None, help="Architecture: width multiples per level, e.g. 1,2,2,2.")
+@click.option("--blocks", type=_IMAGES, default=None, help="Architecture: blocks per level.")
+@click.option("--attn", default=None, help="Architecture: resolutions with attention, e.g. 8 or 16,8; none.")
+@device_option
+@click.option("--stop-after", type=_IMAGES, default=None, help="Stop (resumably) after this many images.")
+@click.option(
+    "--log-every", type=_IMAGES, default=640, show_default=True, help="Images per log.jsonl record."
+)
+@progress_option
 def train(
     dataset: str,
     preset: str,
@@ -64,16 +110,24 @@ def train(
     seed: int | None,
     snapshot_every: int | None,
     checkpoint_every: int | None,
-    device: str | None,
+    channels: int | None,
+    channel_mult: str | None,
+    blocks: int | None,
+    attn: str | None,
+    device: str,
     stop_after: int | None,
     log_every: int,
     progress: bool,
 ) -> None:
-    """Train an EDM2 denoiser; writes network-final and network-ema-* files into --out."""
+    """Train an EDM2 denoiser; writes network-final, network-ema-* and EMA snapshots into --out.
+
+    Images whose side is not a power of two (e.g. 28) are padded to the next one (32) with black, and
+    generation crops them back. A folder without dataset.json labels needs --uncond.
+    """
     given = {
         "lr_ref": lr,
-        "t_ref": t_ref,
-        "warmup": warmup,
+        "t_ref": _iterations(t_ref, batch),
+        "warmup": _iterations(warmup, batch),
         "p_mean": p_mean,
         "p_std": p_std,
         "ema_sigma_rels": None if ema is None else tuple(parse_sigma_rels(ema)),
@@ -81,19 +135,38 @@ def train(
         "seed": seed,
         "snapshot_every": snapshot_every,
         "checkpoint_every": checkpoint_every,
+        "model_channels": channels,
+        "channel_mult": None if channel_mult is None else int_list("--channel-mult", channel_mult),
+        "num_blocks": blocks,
+        "attn_resolutions": None if attn is None else int_list("--attn", attn, allow_none=True),
     }
-    config = loop.TrainConfig(
-        dataset=dataset,
-        preset=preset,
-        cond=cond,
-        batch_size=batch,
-        duration=duration,
-        **{k: v for k, v in given.items() if v is not None},  # unset options keep TrainConfig's defaults
-    )
-    result = loop.train(
-        config, out_dir, progress=progress, device=device, stop_after=stop_after, log_every=log_every
-    )
-    if os.environ.get("RANK", "0") != "0":  # under torchrun, one summary line is enough
-        return
-    state = "finished" if result.finished else "stopped (rerun to continue)"
-    click.echo(f"{state} at iteration {result.steps} ({result.images} images): {out_dir}", err=True)
+    with renamed_fields(_FLAGS):
+        config = loop.TrainConfig(
+            dataset=dataset,
+            preset=preset,
+            cond=cond,
+            batch_size=batch,
+            duration=duration,
+            **{k: v for k, v in given.items() if v is not None},  # unset options keep TrainConfig's defaults
+        )
+        atomic.check_dir(out_dir, "--out")  # before loading data or building anything
+        result = loop.train(
+            config,
+            out_dir,
+            progress=progress,
+            device=device,
+            stop_after=_iterations(stop_after, batch),
+            log_every=_iterations(log_every, batch),
+        )
+    main = os.environ.get("RANK", "0") == "0"  # under torchrun, one summary line is enough
+    where = f"iteration {result.steps} ({result.images} images): {out_dir}"
+    if result.signal is not None:
+        if main:
+            name = signal.Signals(result.signal).name
+            click.echo(
+                f"interrupted by {name} at {where}; state saved, rerun the command to continue", err=True
+            )
+        sys.exit(128 + result.signal)
+    if main:
+        state = "finished" if result.finished else "stopped (rerun to continue)"
+        click.echo(f"{state} at {where}", err=True)

@@ -8,15 +8,15 @@ guide. Widths are far below EDM2's (128-256 at ImageNet-512) so that `s` at 32x3
 The rule, for a resolution R that is a power of two >= 8 (other sizes are padded up to the next one,
 `padded_resolution`; e.g. 28 -> 32):
 
-  levels          R, R/2, ... down to 4x4 when R <= 16, down to 8x8 when R >= 32
+  levels          R, R/2, ... down to 8x8 (down to 4x4 for R = 8)
   channel_mult    1 at full resolution, 2 at every lower level
-  blocks          2 per level when R <= 16, 1 when R >= 32 (the full-resolution level dominates the cost)
+  blocks          1 per level (2 for R = 8): the full-resolution level dominates the cost
   attention       at the lowest level only: cheap there, and it adds global context (EDM2 App. B.7)
-  model_channels  xxs, xs, s, m = 16, 24, 32, 48 when R <= 16; 8, 12, 16, 24 when R >= 32
+  model_channels  xxs, xs, s, m = 8, 12, 16, 24 (16, 24, 32, 48 for R = 8, whose levels are tiny)
 
   resolution  levels            channel_mult   blocks  attention
   8           8, 4              (1, 2)         2       4
-  16          16, 8, 4          (1, 2, 2)      2       4
+  16          16, 8             (1, 2)         1       8
   32          32, 16, 8         (1, 2, 2)      1       8
   64          64, 32, 16, 8     (1, 2, 2, 2)   1       8
 
@@ -33,8 +33,8 @@ from ..errors import UserInputError
 from .precond import NetConfig
 
 PRESET_NAMES: tuple[str, ...] = ("xxs", "xs", "s", "m")
-_SMALL_WIDTHS = {"xxs": 16, "xs": 24, "s": 32, "m": 48}  # R <= 16
-_LARGE_WIDTHS = {"xxs": 8, "xs": 12, "s": 16, "m": 24}  # R >= 32
+_WIDTHS_8 = {"xxs": 16, "xs": 24, "s": 32, "m": 48}  # R = 8
+_WIDTHS = {"xxs": 8, "xs": 12, "s": 16, "m": 24}  # R >= 16
 MIN_RESOLUTION = 8
 
 
@@ -74,11 +74,11 @@ def preset_layout(resolution: int) -> dict:
             f"(8, 16, 32, 64, ...); pad the images to {padded_resolution(resolution)} or set the "
             "architecture directly"
         )
-    lowest = 4 if resolution <= 16 else 8
+    lowest = 4 if resolution == 8 else 8
     levels = resolution.bit_length() - lowest.bit_length() + 1  # R, R/2, ..., lowest
     return {
         "channel_mult": (1,) + (2,) * (levels - 1),
-        "num_blocks": 2 if resolution <= 16 else 1,
+        "num_blocks": 2 if resolution == 8 else 1,
         "attn_resolutions": (lowest,),
     }
 
@@ -104,7 +104,7 @@ def preset_config(
         layout: dict = {}
     else:
         layout = preset_layout(resolution)
-        layout["model_channels"] = (_SMALL_WIDTHS if resolution <= 16 else _LARGE_WIDTHS)[name]
+        layout["model_channels"] = (_WIDTHS_8 if resolution == 8 else _WIDTHS)[name]
     layout.update(given)
     return NetConfig(
         img_resolution=resolution,

@@ -31,13 +31,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
 from .. import atomic, distributed
-from ..progress import Progress
 from ..data import batch_indices, load_dataset
 from ..errors import RunFailedError, UserInputError, check_int
 from ..nets.io import save_network
 from ..nets.precond import EDM2Denoiser, build
 from ..nets.presets import PRESET_NAMES, ArchitectureOverrides, padded_resolution, preset_config
+from ..progress import Progress
 from ..seeds import MAX_SEED
 from . import phema
 from .ema import PowerFunctionEMA, sigma_rel_to_gamma
@@ -138,7 +139,9 @@ class TrainConfig:
 
     @property
     def architecture(self) -> ArchitectureOverrides:
-        return ArchitectureOverrides(self.model_channels, self.channel_mult, self.num_blocks, self.attn_resolutions)
+        return ArchitectureOverrides(
+            self.model_channels, self.channel_mult, self.num_blocks, self.attn_resolutions
+        )
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

@@ -152,13 +152,16 @@ def _read_info(path: Path) -> SnapshotInfo:
 
 def list_snapshots(run_dir: str | os.PathLike) -> list[SnapshotInfo]:
     """All snapshots in run_dir/snapshots/*.safetensors, sorted by time (then exponent, then name)."""
+    if not Path(run_dir).is_dir():
+        raise UserInputError(f"run folder {run_dir} does not exist")
     folder = Path(run_dir) / SNAPSHOT_DIR
+    hint = "training writes them every --snapshot-every images and at the end of the run"
     if not folder.is_dir():
-        raise UserInputError(f"no EMA snapshots: folder {folder} does not exist")
+        raise UserInputError(f"no EMA snapshots in {run_dir}: folder {folder} does not exist ({hint})")
     # Leading-dot names are the atomic writer's unfinished temporary files.
     paths = sorted(p for p in folder.glob("*.safetensors") if not p.name.startswith(".") and p.is_file())
     if not paths:
-        raise UserInputError(f"no EMA snapshots in {folder}")
+        raise UserInputError(f"no EMA snapshots in {folder} ({hint})")
     infos = [_read_info(p) for p in paths]
     return sorted(infos, key=lambda s: (s.t, s.gamma, s.path.name))
 
