@@ -133,11 +133,11 @@ def generate_images(
             m.eval()  # training mode would rewrite weights (forced normalisation) and apply dropout
         starts = range(0, len(seeds), batch_size)
         for start in tqdm(starts, disable=not progress, desc="generating", unit="batch"):
-            streams = SeedStreams(seeds[start : start + batch_size])
-            latents = streams.randn(shape, device=device)  # draw 1: initial noise
+            streams = SeedStreams(seeds[start : start + batch_size], device=device)  # noise made where used
+            latents = streams.randn(shape)  # draw 1: initial noise
             cond = None
             if cfg.label_dim > 0:
-                cond = streams.randint(cfg.label_dim, device=device)  # draw 2: the class, always drawn
+                cond = streams.randint(cfg.label_dim)  # draw 2: the class, always drawn
                 if class_label is not None:
                     cond = torch.full_like(cond, class_label)
             x = sample(denoiser, latents, sigmas, cond, solver=solver, churn=churn, streams=streams)

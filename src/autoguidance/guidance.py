@@ -40,6 +40,31 @@ def check_interval(interval: tuple[float, float] | None) -> tuple[float, float] 
     return lo, hi
 
 
+def _declared(denoiser: Denoiser) -> tuple[int, int, int] | None:
+    """(resolution, channels, classes) of a network that declares them in its `config` (EDM2Denoiser's
+    NetConfig), None for any other denoiser (a function, a toy model, a wrapped guide)."""
+    config = getattr(denoiser, "config", None)
+    fields = ("img_resolution", "img_channels", "label_dim")
+    if config is None or not all(isinstance(getattr(config, f, None), int) for f in fields):
+        return None
+    return tuple(getattr(config, f) for f in fields)
+
+
+def check_guide(main: Denoiser, guide: Denoiser, same_classes: bool = True, name: str = "guide") -> None:
+    """UserInputError unless a guide works on the main model's images (and, when `same_classes`, on its
+    classes): checked only when both declare them. Autoguidance needs the same task and conditioning
+    (paper Sec. 3); a CFG guide is called without labels, so only its images must match."""
+    a, b = _declared(main), _declared(guide)
+    if a is None or b is None:
+        return
+    if a[:2] != b[:2]:
+        raise UserInputError(
+            f"{name} works on {b[1]}x{b[0]}x{b[0]} images, the main model on {a[1]}x{a[0]}x{a[0]}"
+        )
+    if same_classes and a[2] != b[2]:
+        raise UserInputError(f"{name} has {b[2]} classes, the main model {a[2]}")
+
+
 @dataclass(frozen=True)
 class GuideTerm:
     """One guide D_i and its weight w_i; the term adds (w_i - 1)(D_main - D_i)."""
@@ -97,6 +122,7 @@ def autoguidance(
     main: Denoiser, guide: Denoiser, w: float, interval: tuple[float, float] | None = None
 ) -> GuidedDenoiser:
     """D_w = D_guide + w (D_main - D_guide), the guide a weaker model of the same task (paper eq. 1)."""
+    check_guide(main, guide)
     return GuidedDenoiser(main, [GuideTerm(guide, w)], interval)
 
 
@@ -105,6 +131,7 @@ def classifier_free(
 ) -> GuidedDenoiser:
     """CFG: the guide is the unconditional model (a separate net, or the same net with a null label).
     It is always called with cond=None, so an unconditional network that refuses labels plugs in."""
+    check_guide(cond_model, uncond_model, same_classes=False, name="unconditional model")
     return GuidedDenoiser(cond_model, [GuideTerm(without_condition(uncond_model), w)], interval)
 
 
@@ -123,6 +150,8 @@ def interpolated(
 ) -> GuidedDenoiser:
     """Blend CFG (alpha = 0) and autoguidance (alpha = 1) at total strength w (paper App. B.3):
     w_u = (1 - alpha)(w - 1) + 1 for the unconditional guide, w_c = alpha (w - 1) + 1 for the weak one."""
+    check_guide(main, uncond_model, same_classes=False, name="unconditional model")
+    check_guide(main, weak_model, name="weak model")
     alpha = float(alpha)
     if not (0.0 <= alpha <= 1.0):
         raise UserInputError(f"interpolation alpha must lie in [0, 1], got {alpha}")

@@ -2,7 +2,13 @@
 
 A sample then comes out the same whatever the batch it is in, the batch size or the number of processes
 (EDM2's convention). Draws happen in a fixed order per sample: initial noise, then class label, then
-churn noise, step by step. Generators live on the CPU so results also match across devices.
+churn noise, step by step.
+
+The generators live on the device that uses the noise (`device`), so that no noise crosses the bus and
+the host does not generate it while the accelerator waits: one small kernel per sample. On the CPU the
+normals are drawn in float64 and rounded to float32 (the streams of earlier versions, kept so that seeds
+give the images they always gave); on CUDA they are drawn in float32 from CUDA's own generator, so a seed
+gives a different (equally valid) sample on a GPU than on a CPU, but the same on every GPU run.
 """
 
 from __future__ import annotations
@@ -41,28 +47,31 @@ def parse_seeds(text: str) -> list[int]:
 
 
 class SeedStreams:
-    """One CPU torch.Generator per sample. Draws return stacked (B, ...) tensors on `device`."""
+    """One torch.Generator per sample, on `device`. Draws return stacked (B, ...) tensors."""
 
-    def __init__(self, seeds: Sequence[int]):
+    def __init__(self, seeds: Sequence[int], device: torch.device | str | None = None):
         self.seeds = [int(s) for s in seeds]
-        self.generators = [torch.Generator().manual_seed(s) for s in self.seeds]
+        self.device = torch.device(device if device is not None else "cpu")
+        self.generators = [torch.Generator(self.device).manual_seed(s) for s in self.seeds]
 
     def __len__(self) -> int:
         return len(self.seeds)
 
-    def randn(self, shape: Sequence[int], device=None, dtype=torch.float32) -> torch.Tensor:
+    def _draw(self, fn, shape: Sequence[int], device, dtype: torch.dtype) -> torch.Tensor:
+        draw_dtype = torch.float64 if self.device.type == "cpu" else dtype
         out = torch.stack(
-            [torch.randn(tuple(shape), generator=g, dtype=torch.float64) for g in self.generators]
+            [fn(tuple(shape), generator=g, dtype=draw_dtype, device=self.device) for g in self.generators]
         )
-        return out.to(device=device, dtype=dtype)
+        return out.to(device=device if device is not None else self.device, dtype=dtype)
+
+    def randn(self, shape: Sequence[int], device=None, dtype=torch.float32) -> torch.Tensor:
+        """Standard normals, (B, *shape), on `device` (default: the generators' device)."""
+        return self._draw(torch.randn, shape, device, dtype)
 
     def rand(self, shape: Sequence[int] = (), device=None, dtype=torch.float32) -> torch.Tensor:
         """Uniform [0, 1) draws, (B, *shape)."""
-        out = torch.stack(
-            [torch.rand(tuple(shape), generator=g, dtype=torch.float64) for g in self.generators]
-        )
-        return out.to(device=device, dtype=dtype)
+        return self._draw(torch.rand, shape, device, dtype)
 
     def randint(self, high: int, device=None) -> torch.Tensor:
-        out = torch.cat([torch.randint(high, (1,), generator=g) for g in self.generators])
-        return out.to(device)
+        out = torch.cat([torch.randint(high, (1,), generator=g, device=self.device) for g in self.generators])
+        return out.to(device if device is not None else self.device)

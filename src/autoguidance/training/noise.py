@@ -43,10 +43,10 @@ def training_noise(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Noise images (B, *shape) ~ N(0, I) and standard normals (B,) for the samples at `positions` (B,).
 
-    Drawn in float64 on the CPU from per-sample generators (results independent of device and batching),
-    returned as float32 on `device`.
+    Drawn on `device` from per-sample generators (seeds.SeedStreams: independent of batching and process
+    count; a CPU and a GPU run draw different streams), returned as float32.
     """
-    streams = SeedStreams([sample_seed(seed, step, int(p)) for p in positions])
-    noise = streams.randn(shape, device=device)  # first draw: the noise image
-    normal = streams.randn((), device=device)  # second draw: ln sigma's standard normal
+    streams = SeedStreams([sample_seed(seed, step, int(p)) for p in positions], device=device)
+    noise = streams.randn(shape)  # first draw: the noise image
+    normal = streams.randn(())  # second draw: ln sigma's standard normal
     return noise, normal
