@@ -38,7 +38,7 @@ from autoguidance.nets.presets import PRESET_NAMES, preset_config
 from autoguidance.sampling import edm_sigmas
 
 RESOLUTION, CHANNELS, LABEL_DIM = 32, 1, 10
-INTERVAL = (0.28, 2.90)  # EDM2-S ImageNet-512 guidance interval (MATH.md)
+INTERVAL = (0.28, 2.90)  # EDM2-S ImageNet-512 (Kynkaanniemi et al. 2024)
 RESULTS = Path(__file__).resolve().parent / "results" / "images.json"
 
 

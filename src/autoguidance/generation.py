@@ -23,7 +23,7 @@ from torch import distributed as dist
 from tqdm.auto import tqdm
 
 from .denoiser import Denoiser, without_condition
-from .errors import UserInputError
+from .errors import UserInputError, check_int
 from .guidance import autoguidance, check_interval, check_weight
 from .images import to_uint8
 from .nets.io import check_compatible
@@ -109,10 +109,8 @@ def generate_images(
     """
     seeds = _check_seeds(seeds)
     class_label = check_class_label(net, class_label)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise UserInputError(f"batch size must be a positive integer, got {batch_size!r}")
-    if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
-        raise UserInputError(f"number of steps must be a positive integer, got {num_steps!r}")
+    check_int("batch_size", batch_size, minimum=1)
+    check_int("num_steps", num_steps, minimum=1)
     if not (0 < sigma_min <= sigma_max and math.isfinite(sigma_max)):
         raise UserInputError(f"need 0 < sigma_min <= sigma_max, got {sigma_min}, {sigma_max}")
     denoiser = guided_denoiser(net, guide, guidance, interval)

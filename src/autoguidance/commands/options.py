@@ -21,7 +21,7 @@ from typing import Any
 
 import click
 
-from ..errors import UserInputError
+from ..errors import UserInputError, check_int
 from ..sampling import Churn, edm_sigmas
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -71,8 +71,7 @@ class SamplerSettings:
     s_noise: float = 1.0
 
     def __post_init__(self) -> None:
-        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
-            raise UserInputError(f"--steps must be an integer >= 1, got {self.steps!r}")
+        check_int("--steps", self.steps, minimum=1)
         if not (0 < self.sigma_min <= self.sigma_max < math.inf):
             raise UserInputError(
                 f"--sigma-min and --sigma-max need 0 < sigma-min <= sigma-max < inf, "

@@ -17,6 +17,7 @@ import sys
 import click
 
 from .. import atomic
+from ..seeds import MAX_SEED
 from ..training import loop
 from ..training.export import parse_sigma_rels
 from .options import device_option, int_list, progress_option, renamed_fields
@@ -75,7 +76,7 @@ def _iterations(images: int | None, batch: int) -> int | None:
     help="Dropout probability [default: 0].",
 )
 @click.option(
-    "--seed", type=click.IntRange(0, 2**63 - 1), default=None, help="Weights, data order, noise [default: 0]."
+    "--seed", type=click.IntRange(0, MAX_SEED), default=None, help="Weights, data order, noise [default: 0]."
 )
 @click.option(
     "--snapshot-every", type=_IMAGES, default=None, help="Images per EMA snapshot [default: 32768]."

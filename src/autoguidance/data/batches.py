@@ -15,8 +15,7 @@ import numpy as np
 import torch
 
 from ..errors import UserInputError
-
-_MAX_SEED = 2**63 - 1
+from ..seeds import MAX_SEED
 
 
 @lru_cache(maxsize=4)  # a batch touches at most a few epochs; one permutation each, reused across steps
@@ -44,7 +43,7 @@ def batch_indices(
         raise UserInputError(f"batch size must be at least 1, got {batch_size}")
     if step < 0:
         raise UserInputError(f"training step must be non-negative, got {step}")
-    if not 0 <= seed <= _MAX_SEED:
+    if not 0 <= seed <= MAX_SEED:
         raise UserInputError(f"data seed must lie in [0, 2^63), got {seed}")
     if world_size < 1 or not 0 <= rank < world_size:
         raise UserInputError(f"rank {rank} is not in [0, world size {world_size})")

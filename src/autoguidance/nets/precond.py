@@ -114,7 +114,7 @@ def _int_tuple(name: str, value: Any) -> tuple[int, ...]:
 
 
 class EDM2Denoiser(nn.Module):
-    """D(x; sigma, c) = c_skip x + c_out F(c_in x; c_noise, c) (EDM Table 1; MATH.md), plus u(sigma).
+    """D(x; sigma, c) = c_skip x + c_out F(c_in x; c_noise, c) (EDM Table 1), plus u(sigma).
 
     `net` defaults to the UNet that `config` describes; passing another module with the same call
     signature (x, noise_labels, class_labels) -> F is for tests.

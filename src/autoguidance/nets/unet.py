@@ -1,4 +1,4 @@
-"""The EDM2 UNet, "config G" (Karras et al. 2024, Sec. 3 and App. B; MATH.md "EDM2 networks").
+"""The EDM2 UNet, "config G" (EDM2, Karras et al. 2024, Sec. 3, App. B.7 and Fig. 21).
 
 Built bottom-up from the magnitude-preserving primitives in `mp.py`: every activation keeps RMS about 1,
 so there are no normalisation layers besides the encoder's pixel norm, no biases, and the only

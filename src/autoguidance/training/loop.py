@@ -2,7 +2,7 @@
 
 Units: `duration`, `snapshot_every` and `checkpoint_every` count training images (the run takes
 ceil(duration / batch_size) iterations); the learning-rate schedule's `t_ref` and `warmup` count iterations
-(MATH.md "Training"); the power-function EMA's time t counts images (t = images seen after the step).
+(EDM2 eq. 121); the power-function EMA's time t counts images (t = images seen after the step).
 
 Reproducibility: the batch rows of step k are a pure function of (seed, k) (data.batch_indices), the noise
 and sigma of each sample a pure function of (seed, k, position in the global batch) (noise.py), and the
@@ -302,7 +302,10 @@ def _train(
     # ---- data and model
     dataset = load_dataset(config.dataset)
     if config.cond and not dataset.labelled:
-        raise UserInputError(f"dataset {dataset.name!r} has no labels: train it unconditionally (--uncond)")
+        raise UserInputError(
+            f"dataset {dataset.name!r} has no labels (no dataset.json with labels): train it "
+            "unconditionally with --uncond, or add a dataset.json (README, 'Your own images')"
+        )
     if batch % dist.world_size:
         raise UserInputError(f"batch size {batch} is not divisible by the {dist.world_size} processes")
     label_dim = dataset.num_classes if config.cond else 0

@@ -12,7 +12,7 @@ from torch import nn
 
 
 def sigma_from_normal(normal: torch.Tensor, p_mean: float, p_std: float) -> torch.Tensor:
-    """Noise levels sigma (B,) from standard-normal draws (B,): ln sigma ~ N(P_mean, P_std^2) (EDM eq. 5)."""
+    """Noise levels sigma (B,) from standard normals (B,): ln sigma ~ N(P_mean, P_std^2) (EDM Table 1)."""
     return (normal * p_std + p_mean).exp()
 
 

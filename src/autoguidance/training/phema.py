@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -242,6 +242,31 @@ def _layout_diff(ref: dict, new: dict) -> str:
     return f"tensor {name!r} is {new[name][0]} {new[name][1]}, elsewhere {ref[name][0]} {ref[name][1]}"
 
 
+def _combine(
+    entries: Sequence[Any],
+    times: Sequence[float],
+    gammas: Sequence[float],
+    tensors_of: Callable[[Any], tuple[Mapping[str, torch.Tensor], str]],
+    target_sigma_rel: Sequence[float] | float,
+    target_t: float | None,
+) -> list[dict[str, torch.Tensor]]:
+    """The one reconstruction behind `reconstruct` and `reconstruct_files`: pick the snapshots at or before
+    the target time, solve the least-squares weights (EDM2 App. C.2), and sum the tensors one snapshot at a
+    time. `tensors_of(entry)` gives a snapshot's tensors and a label for error messages."""
+    order = sorted(range(len(entries)), key=lambda i: float(times[i]))  # integer tensors: the latest wins
+    sorted_t = np.array([float(times[i]) for i in order], dtype=np.float64)
+    target_t, use = _select(sorted_t, target_t)
+    targets = _target_gammas(target_sigma_rel)
+    chosen = [i for i, u in zip(order, use, strict=True) if u]
+    x = solve_weights([times[i] for i in chosen], [gammas[i] for i in chosen], target_t, targets)
+    acc = _Accumulator(len(targets))
+    for row, i in enumerate(chosen):
+        tensors, label = tensors_of(entries[i])
+        acc.add(tensors, x[row], label=label)
+        del tensors  # keep peak memory at one snapshot
+    return acc.result()
+
+
 def reconstruct(
     snapshots: Sequence[Snapshot], target_sigma_rel: Sequence[float] | float, target_t: float | None = None
 ) -> list[dict[str, torch.Tensor]]:
@@ -250,16 +275,14 @@ def reconstruct(
     snapshots: (t, gamma, tensors) triples, all with the same tensor names, shapes and dtypes; only those
     with t <= target_t are used. Returns one name -> tensor dict per target sigma_rel, in snapshot dtype.
     """
-    ordered = sorted(snapshots, key=lambda s: float(s[0]))  # so integer tensors come from the latest
-    times = np.array([float(s[0]) for s in ordered], dtype=np.float64)
-    target_t, use = _select(times, target_t)
-    gammas = _target_gammas(target_sigma_rel)
-    chosen = [s for s, u in zip(ordered, use, strict=True) if u]
-    x = solve_weights([s[0] for s in chosen], [s[1] for s in chosen], target_t, gammas)
-    acc = _Accumulator(len(gammas))
-    for i, (t, gamma, tensors) in enumerate(chosen):
-        acc.add(tensors, x[i], label=f"at t={t:g} (gamma {gamma:.3f})")
-    return acc.result()
+    return _combine(
+        snapshots,
+        [s[0] for s in snapshots],
+        [s[1] for s in snapshots],
+        lambda s: (s[2], f"at t={s[0]:g} (gamma {s[1]:.3f})"),
+        target_sigma_rel,
+        target_t,
+    )
 
 
 def reconstruct_files(
@@ -272,17 +295,13 @@ def reconstruct_files(
     Peak memory is one snapshot plus one accumulator per target, whatever the number of snapshots. Filter
     the list first to reconstruct from a subset (e.g. one tracked sigma_rel only).
     """
-    ordered = sorted(snapshots, key=lambda s: s.t)
-    times = np.array([s.t for s in ordered], dtype=np.float64)
-    target_t, use = _select(times, target_t)
-    gammas = _target_gammas(target_sigma_rel)
-    chosen = [s for s, u in zip(ordered, use, strict=True) if u]
-    x = solve_weights([s.t for s in chosen], [s.gamma for s in chosen], target_t, gammas)
-    acc = _Accumulator(len(gammas))
-    for i, info in enumerate(chosen):
+
+    def load(info: SnapshotInfo) -> tuple[Mapping[str, torch.Tensor], str]:
         tensors, meta = checkpoint.load(info.path, kind=SNAPSHOT_KIND)
         if float(meta.get("t", math.nan)) != info.t or float(meta.get("gamma", math.nan)) != info.gamma:
             raise UserInputError(f"snapshot {info.path} changed while reconstructing (t or gamma differ)")
-        acc.add(tensors, x[i], label=str(info.path))
-        del tensors  # keep peak memory at one snapshot
-    return acc.result()
+        return tensors, str(info.path)
+
+    return _combine(
+        snapshots, [s.t for s in snapshots], [s.gamma for s in snapshots], load, target_sigma_rel, target_t
+    )
