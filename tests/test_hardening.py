@@ -345,6 +345,7 @@ def test_final_snapshot_covers_the_end_of_training(tmp_path, capsys):
     assert names == [f"phema-{s:010d}-{r}.safetensors" for s in (4, 5) for r in ("0.0500", "0.1000")]
     empty = tmp_path / "empty"
     empty.mkdir()
+    capsys.readouterr()
     assert "--snapshot-every" in _fails(["phema", "--run", str(empty), "--sigma-rel", "0.1"], capsys)
 
 

@@ -17,6 +17,7 @@ import sys
 import click
 
 from .. import atomic
+from ..nets.presets import PRESET_NAMES
 from ..seeds import MAX_SEED
 from ..training import loop
 from ..training.export import parse_sigma_rels
@@ -42,7 +43,7 @@ def _iterations(images: int | None, batch: int) -> int | None:
 
 @click.command("train")
 @click.option("--dataset", required=True, help="mnist, digits (with :train/:test/:all), a folder or .zip.")
-@click.option("--preset", default="s", show_default=True, help="Model size: xxs, xs, s, m.")
+@click.option("--preset", type=click.Choice(PRESET_NAMES), default="s", show_default=True, help="Model size.")
 @click.option("--cond/--uncond", default=True, show_default=True, help="Class-conditional or unconditional.")
 @click.option("--duration", type=_IMAGES, required=True, help="Training length in images.")
 @click.option(
