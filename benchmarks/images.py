@@ -93,7 +93,7 @@ def bench_sampling(s: Settings) -> list[dict]:
     guides = {p: PRESET_NAMES[PRESET_NAMES.index(p) - 1] for p in s.presets if PRESET_NAMES.index(p) > 0}
     for g in set(guides.values()) - set(nets):
         nets[g] = _net(g)
-    flops = {p: flops_per_evaluation(n, n.config) for p, n in nets.items()}
+    flops = {p: flops_per_evaluation(n) for p, n in nets.items()}
     evals = {p: eval_cost(n, s.batch, s.repeats) for p, n in nets.items()}
     frac = interval_fraction(s.steps, INTERVAL)
     seeds = range(s.images)

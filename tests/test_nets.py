@@ -264,7 +264,7 @@ def test_bigger_preset_costs_more():
     for name in PRESET_NAMES:
         cfg = preset_config(name, 32, 1, 10)
         net = build(cfg)
-        sizes.append((count_parameters(net), flops_per_evaluation(net, cfg)))
+        sizes.append((count_parameters(net), flops_per_evaluation(net)))
     params, flops = zip(*sizes, strict=True)
     assert list(params) == sorted(set(params)) and list(flops) == sorted(set(flops))
     # Dominated by 3x3 convs: FLOPs per parameter is about 2 x pixels per level, far above 1.

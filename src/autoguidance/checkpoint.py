@@ -76,6 +76,26 @@ def read_metadata(path: str | os.PathLike, label: str = "checkpoint") -> dict[st
     return _read(Path(path), label, with_tensors=False)[1]
 
 
+def load_into(module: torch.nn.Module, tensors: dict[str, torch.Tensor], label: str) -> None:
+    """Load `tensors` into `module`, with any missing, unexpected or misshapen tensor reported as one
+    UserInputError line that starts with `label` (e.g. "checkpoint runs/s/net.safetensors")."""
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    extra = sorted(set(tensors) - set(expected))
+    if missing or extra:
+        raise UserInputError(
+            f"{label} does not match its network: {len(missing)} missing tensors (e.g. {missing[:2]}), "
+            f"{len(extra)} unexpected (e.g. {extra[:2]})"
+        )
+    for name, t in expected.items():
+        if tuple(tensors[name].shape) != tuple(t.shape):
+            raise UserInputError(
+                f"{label}: tensor {name!r} has shape {tuple(tensors[name].shape)}, the network needs "
+                f"{tuple(t.shape)}"
+            )
+    module.load_state_dict(tensors)
+
+
 def load(path: str | os.PathLike, kind: str | None = None) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Read a checkpoint; check that its metadata says `kind` (when given). Returns (tensors, metadata)."""
     path = Path(path)

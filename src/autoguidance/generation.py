@@ -20,7 +20,6 @@ from collections.abc import Sequence
 
 import torch
 from torch import distributed as dist
-from tqdm.auto import tqdm
 
 from .denoiser import Denoiser, without_condition
 from .errors import UserInputError, check_int
@@ -28,6 +27,7 @@ from .guidance import autoguidance, check_interval, check_weight
 from .images import to_uint8
 from .nets.io import check_compatible
 from .nets.precond import EDM2Denoiser
+from .progress import Progress
 from .sampling import Churn, edm_sigmas, sample
 from .seeds import MAX_SEED, SeedStreams
 
@@ -130,7 +130,8 @@ def generate_images(
         for m in nets:
             m.eval()  # training mode would rewrite weights (forced normalisation) and apply dropout
         starts = range(0, len(seeds), batch_size)
-        for start in tqdm(starts, disable=not progress, desc="generating", unit="batch"):
+        bar = Progress("generate", len(seeds), unit="img", enabled=progress)  # a bar, or log lines
+        for start in starts:
             streams = SeedStreams(seeds[start : start + batch_size], device=device)  # noise made where used
             latents = streams.randn(shape)  # draw 1: initial noise
             cond = None
@@ -142,6 +143,8 @@ def generate_images(
             images.append(to_uint8(x).cpu())
             if cond is not None:
                 labels.append(cond.cpu())
+            bar.update(len(streams))
+        bar.close()
     finally:
         for m, mode in zip(nets, modes, strict=True):
             m.train(mode)

@@ -25,7 +25,7 @@ from ..images import labelled_grid, save_png
 from ..nets.io import load_network
 from ..nets.precond import EDM2Denoiser
 from ..seeds import parse_seeds
-from .options import SamplerSettings, device_option, progress_option, sampler_options, show_bar
+from .options import SamplerSettings, device_option, progress_option, sampler_options
 
 METADATA_NAME = "generate.json"
 GRID_NAME = "grid.png"
@@ -184,7 +184,7 @@ def generate(
             solver=sampler.solver,
             churn=sampler.churn_settings(),
             batch_size=share,
-            progress=d.is_main and show_bar(progress),
+            progress=d.is_main and progress,
         )
         size = _image_size(net_meta, net.config.img_resolution)
         layout = _grid_layout(net, seeds, weights, class_label) if grid else None

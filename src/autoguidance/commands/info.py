@@ -24,7 +24,7 @@ from ..nets.presets import PRESET_NAMES, preset_config
 def _network_lines(config: NetConfig) -> list[str]:
     net = build(config)  # the architecture alone decides size and cost; the weights do not matter here
     lines = ["network:"] + [f"  {k}: {_text(v)}" for k, v in config.to_dict().items()]
-    flops = flops_per_evaluation(net, config)
+    flops = flops_per_evaluation(net)
     lines.append(f"parameters: {count_parameters(net):,}")
     lines.append(f"flops_per_evaluation: {flops:,} ({flops / 1e9:.3f} GFLOP)")
     return lines

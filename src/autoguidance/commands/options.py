@@ -14,7 +14,6 @@ import contextlib
 import functools
 import math
 import re
-import sys
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -44,11 +43,6 @@ def progress_option(f: Callable) -> Callable:
         show_default=True,
         help="Progress bar on a terminal, periodic log lines otherwise; --no-progress: neither.",
     )(f)
-
-
-def show_bar(progress: bool) -> bool:
-    """Draw a bar only when asked and stderr is a terminal (a log file gets log lines instead)."""
-    return progress and sys.stderr.isatty()
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from .mp import MPConv
-from .precond import EDM2Denoiser, NetConfig
+from .precond import EDM2Denoiser
 from .unet import CosineAttention
 
 
@@ -20,7 +20,7 @@ def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def flops_per_evaluation(net: EDM2Denoiser, config: NetConfig) -> int:
+def flops_per_evaluation(net: EDM2Denoiser) -> int:
     """FLOPs (2 x MACs) of one evaluation D(x; sigma, c) for one sample of shape (C, R, R).
 
     The uncertainty head u(sigma) is excluded: it is evaluated only in training. The network's
@@ -46,6 +46,7 @@ def flops_per_evaluation(net: EDM2Denoiser, config: NetConfig) -> int:
     try:
         net.eval()  # eval: MPConv must not rewrite its stored weights during this probe
         param = next(net.parameters())
+        config = net.config
         res, dev = config.img_resolution, param.device
         x = torch.zeros(1, config.img_channels, res, res, dtype=param.dtype, device=dev)
         cond = torch.zeros(1, dtype=torch.long, device=dev) if config.label_dim > 0 else None

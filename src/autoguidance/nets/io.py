@@ -35,21 +35,7 @@ def load_network(path: str | os.PathLike, device: str | torch.device = "cpu") ->
     tensors, meta = checkpoint.load(path, kind=KIND)
     config = NetConfig.from_dict(meta.get("net"))
     net = build(config)
-    expected = net.state_dict()
-    missing = sorted(set(expected) - set(tensors))
-    extra = sorted(set(tensors) - set(expected))
-    if missing or extra:
-        raise UserInputError(
-            f"checkpoint {path} does not match its network config: "
-            f"{len(missing)} missing tensors (e.g. {missing[:2]}), {len(extra)} unexpected (e.g. {extra[:2]})"
-        )
-    for name, t in expected.items():
-        if tuple(tensors[name].shape) != tuple(t.shape):
-            raise UserInputError(
-                f"checkpoint {path}: tensor {name!r} has shape {tuple(tensors[name].shape)}, "
-                f"the config needs {tuple(t.shape)}"
-            )
-    net.load_state_dict(tensors)
+    checkpoint.load_into(net, tensors, f"checkpoint {path}")
     return net.to(device).eval(), meta
 
 

@@ -76,12 +76,7 @@ def export_phema(
     used = sum(1 for s in infos if s.t <= target_t * (1 + 1e-9))
     paths = []
     for sigma_rel, tensors in zip(sigma_rels, results, strict=True):
-        try:
-            net.load_state_dict(tensors)  # checks names and shapes against the config
-        except RuntimeError as exc:
-            raise UserInputError(
-                f"snapshots in {run_dir} do not fit their network config: {str(exc).splitlines()[0]}"
-            ) from None
+        checkpoint.load_into(net, tensors, f"snapshots in {run_dir}")
         path = phema_network_path(out_dir if out_dir is not None else run_dir, sigma_rel)
         save_network(
             path,

@@ -87,10 +87,6 @@ def restore_training_state(
         if prefix not in groups:
             raise UserInputError(f"training state {path}: unexpected tensor {name!r}")
         groups[prefix][rest] = value
-    try:
-        net.load_state_dict(groups["net"])
-    except RuntimeError as exc:  # torch lists every missing/unexpected key over many lines
-        first = str(exc).splitlines()[0]
-        raise UserInputError(f"training state {path} does not fit the network: {first}") from None
+    checkpoint.load_into(net, groups["net"], f"training state {path}")
     load_optimizer_tensors(opt, groups["optim"], label=f"training state {path}")
     ema.load_state_dict(groups["ema"])
