@@ -211,7 +211,7 @@ def generate(
         if not d.is_main:
             return
         if grid:
-            rows_text, cols_text = _grid_labels(layout)
+            rows_text, cols_text = _grid_labels(layout, size)
             save_png(
                 out / GRID_NAME, labelled_grid(_grid_cells(cells, layout, weights), rows_text, cols_text)
             )
@@ -278,17 +278,19 @@ def _crop(images: torch.Tensor, size: int) -> torch.Tensor:
     return images[:, before : before + size, before : before + size]
 
 
-def _grid_labels(layout: dict) -> tuple[list[str], list[list[str]]]:
-    """Row labels and column header lines of the grid, from its layout (`_grid_layout`)."""
+def _grid_labels(layout: dict, cell_width: int) -> tuple[list[str], list[list[str]]]:
+    """Row labels and column header lines of the grid, from its layout (`_grid_layout`). Over cells
+    narrower than "seed 10" in the default font (about 42 pixels) seeds are written s10."""
+    seed = "seed {}" if cell_width >= 42 else "s{}"
     rows = [f"class {v}" if layout["rows"] == "class" else f"seed {v}" for v in layout["row_values"]]
     if layout["rows"] == "-":
         rows = [""]
     if layout["columns"] == "weight x seed":
-        cols = [[f"w={w:g}", f"seed {s}"] for w, s in layout["column_values"]]
+        cols = [[f"w={w:g}", seed.format(s)] for w, s in layout["column_values"]]
     elif layout["columns"] == "weight":
         cols = [[f"w={w:g}"] for w in layout["column_values"]]
     else:
-        cols = [[f"seed {s}"] for s in layout["column_values"]]
+        cols = [[seed.format(s)] for s in layout["column_values"]]
     return rows, cols
 
 
