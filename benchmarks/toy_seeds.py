@@ -55,6 +55,51 @@ def summarise(runs: dict[int, dict]) -> dict:
     return out
 
 
+def plot_training(root: Path, path: Path) -> None:
+    """Main-model training curves of every recipe and seed under ROOT, coloured by the sign the output
+    gain ended with, beside each run's exact held-out loss and unguided / autoguided outliers."""
+    import json
+
+    from autoguidance.checkpoint import read_metadata
+    from autoguidance.experiments.toy_plots import plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(17, 4.8), constrained_layout=True)
+    for col, recipe in enumerate(("paper", "default")):
+        for folder in sorted((root / recipe).glob("*"), key=lambda f: int(f.name)):
+            metrics = folder / "metrics.json"
+            if not metrics.exists():
+                continue
+            m = json.loads(metrics.read_text())
+            meta = read_metadata(folder / "models" / "main.safetensors")
+            gain, loss = m["models"]["main"]["gain"], m["models"]["main"]["heldout_loss"]
+            color = "#d04040" if gain > 0 else "#2060c0"
+            curve = meta["loss_curve"]
+            its = 32 * np.arange(len(curve)) + 16
+            ls = "-" if recipe == "default" else "--"
+            axes[0].plot(its, curve, ls, color=color, lw=1, alpha=0.8)
+            x = col + 0.08 * (int(folder.name) - 2)
+            axes[1].plot([x], [loss], "o", color=color)
+            u, a = m["methods"]["unguided"], m["methods"]["autoguidance"]
+            axes[2].plot([x - 0.12], [100 * u["outlier_fraction"]], "s", color=color, mfc="none")
+            axes[2].plot([x + 0.12], [100 * a["outlier_fraction"]], "^", color=color)
+    axes[0].set_yscale("log")
+    axes[0].set_xlabel("iteration")
+    axes[0].set_ylabel("training loss (mean over 32 iterations)")
+    axes[0].set_title(
+        "Main model training (dashed: paper recipe, solid: ours)\nred: output gain ended > 0, blue: < 0"
+    )
+    for ax in axes[1:]:
+        ax.set_xticks([0, 1], ["paper recipe", "ours (default)"])
+        ax.set_xlim(-0.6, 1.6)
+        ax.grid(alpha=0.3)
+    axes[1].set_ylabel("exact held-out loss of the main model")
+    axes[1].set_title("Held-out loss per model seed")
+    axes[2].set_ylabel("outliers (%)")
+    axes[2].set_title("Outliers per model seed: squares unguided, triangles autoguided")
+    atomic.write_with(path, lambda p: fig.savefig(p, dpi=100, format="png"))
+    plt.close(fig)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--recipe", default="default", choices=["default", "paper"])
@@ -62,7 +107,11 @@ def main() -> None:
     parser.add_argument("--root", required=True, help="folder for the per-seed runs (models are kept)")
     parser.add_argument("--samples", type=int, default=16384)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--plot", default=None, help="only draw the training plot of ROOT into this PNG")
     args = parser.parse_args()
+    if args.plot:
+        plot_training(Path(args.root), Path(args.plot))
+        return
     torch.set_num_threads(args.threads)
     runs = {}
     start = time.perf_counter()

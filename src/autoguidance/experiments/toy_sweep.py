@@ -44,6 +44,7 @@ def run_sweep(
     weights: tuple[float, ...] = DEFAULT_WEIGHTS,
     retrain: bool = False,
     progress: bool = True,
+    methods: tuple[str, ...] = SWEEP_METHODS,
 ) -> dict:
     """Sample every method at every weight; returns the sweep dict (also written to out/sweep.json)."""
     out = Path(out)
@@ -63,8 +64,8 @@ def run_sweep(
     start = time.perf_counter()
     truth = class_a.sample_seeded(SeedStreams(seeds)).double()
     unguided = measure("unguided", 1.0)
-    curves: dict[str, list[dict]] = {m: [] for m in SWEEP_METHODS}
-    jobs = [(m, w) for m in SWEEP_METHODS for w in weights]
+    curves: dict[str, list[dict]] = {m: [] for m in methods}
+    jobs = [(m, w) for m in methods for w in weights]
     for method, w in tqdm(jobs, desc="sweep", disable=None if progress else True, leave=False):
         curves[method].append(unguided if w == 1.0 else measure(method, w))
     timings["sweep"] = time.perf_counter() - start
