@@ -55,15 +55,15 @@ def _outline(ax, arrays: dict, tau: float) -> None:
 def figure1(arrays: dict, metrics: dict, path: Path) -> None:
     tau = metrics["outlier_threshold_tau"]
     box = arrays["closeup_extent"]
-    fig, axes = plt.subplots(1, 5, figsize=(20, 4.6), constrained_layout=True)
+    fig, axes = plt.subplots(1, 5, figsize=(20, 5.0), constrained_layout=True)
     for ax, name in zip(axes, TITLES, strict=True):
         _outline(ax, arrays, tau)
         pts = arrays[f"samples_{name}"]
         ax.scatter(pts[:, 0], pts[:, 1], s=0.4, c="k", alpha=0.35, linewidths=0, rasterized=True)
         m = metrics["methods"][name]
         ax.set_title(
-            f"{TITLES[name]}\noutliers {100 * m['outlier_fraction']:.1f}%   branch TV {m['branch_tv']:.3f}\n"
-            f"depth TV {m['depth_tv']:.3f}   outer depth x{m['outer_depth_ratio']:.2f}   "
+            f"{TITLES[name]}: outliers {100 * m['outlier_fraction']:.1f}%, branch TV {m['branch_tv']:.3f}\n"
+            f"depth TV {m['depth_tv']:.3f}, outer depth x{m['outer_depth_ratio']:.2f}, "
             f"recall {m['recall']:.2f}",
             fontsize=10.5,
         )
@@ -79,7 +79,8 @@ def figure1(arrays: dict, metrics: dict, path: Path) -> None:
     fig.suptitle(
         f"Class A (orange) vs class B (grey) of the fractal toy; {pts.shape[0]} samples each, "
         f"CFG w={s['cfg_guidance']:g}, truncation x{s['truncation']:g}, autoguidance w={s['guidance']:g}. "
-        "Red box: Figure 2.",
+        "Red box: Figure 2.\nOuter depth: sample mass on the outermost branches / true mass; "
+        "recall: share of exact samples with a generated one within their 5-NN radius.",
         fontsize=11,
     )
     atomic.write_with(path, lambda p: fig.savefig(p, dpi=110, format="png"))
