@@ -93,9 +93,9 @@ def plot_training(root: Path, path: Path) -> None:
         ax.set_xlim(-0.6, 1.6)
         ax.grid(alpha=0.3)
     axes[1].set_ylabel("exact held-out loss of the main model")
-    axes[1].set_title("Held-out loss per model seed")
+    axes[1].set_title("Exact held-out loss per model seed\n(colour: sign of the final output gain)")
     axes[2].set_ylabel("outliers (%)")
-    axes[2].set_title("Outliers per model seed: squares unguided, triangles autoguided")
+    axes[2].set_title("Outliers per model seed\nsquares: unguided, triangles: autoguided (w = 3)")
     atomic.write_with(path, lambda p: fig.savefig(p, dpi=100, format="png"))
     plt.close(fig)
 

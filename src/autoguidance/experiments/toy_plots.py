@@ -288,7 +288,7 @@ def draw_front(result: dict, path: Path) -> None:
         ax.set_xlim(left=0)
         ax.set_ylim(bottom=0)
         ax.grid(alpha=0.3)
-    axes[0].legend(loc="upper right", fontsize=9)
+    axes[1].legend(loc="center right", fontsize=9)
     s = result["settings"]
     guide = s["models"]["guide"]
     fig.suptitle(
