@@ -107,6 +107,9 @@ def main() -> None:
     parser.add_argument("--root", required=True, help="folder for the per-seed runs (models are kept)")
     parser.add_argument("--samples", type=int, default=16384)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--from-runs", action="store_true", help="summarise the stored runs' metrics.json, no resampling"
+    )
     parser.add_argument("--plot", default=None, help="only draw the training plot of ROOT into this PNG")
     args = parser.parse_args()
     if args.plot:
@@ -116,6 +119,12 @@ def main() -> None:
     runs = {}
     start = time.perf_counter()
     for seed in parse_seeds(args.seeds):
+        if args.from_runs:
+            import json
+
+            m = json.loads((Path(args.root) / args.recipe / str(seed) / "metrics.json").read_text())
+            runs[seed] = {"methods": m["methods"], "models": m["models"], "timings": m["timings"]}
+            continue
         settings = ToySettings.create(recipe=args.recipe, model_seed=seed, samples=args.samples, device="cpu")
         m = run_toy(settings, Path(args.root) / args.recipe / str(seed), progress=False, figures=False)
         runs[seed] = {"methods": m["methods"], "models": m["models"], "timings": m["timings"]}
