@@ -1,6 +1,9 @@
 """Time the toy reproduction stage by stage (a fresh run: models retrained) and its two hot spots.
 
-    python benchmarks/toy.py [--quick] [--out DIR]
+    python benchmarks/toy.py [--quick] [--out DIR] [--threads N]
+
+This is what `make demo` runs (three models, five methods, metrics, Figures 1, 2 and 9); --threads 1
+measures it on one core, as on a busy shared machine.
 
 Prints a table and writes benchmarks/results/toy.json. For scale: the paper's reference code trains the
 main toy model at about 4 iterations/s on this 2-core CPU (~17 min), about 25 minutes for the whole run.
@@ -9,6 +12,7 @@ main toy model at about 4 iterations/s on this 2-core CPU (~17 min), about 25 mi
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import tempfile
 import time
@@ -55,20 +59,31 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", default=None, help="run folder (default: a temporary one)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     spots = hot_spots()
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(args.out or tmp)
-        settings = ToySettings.quick_settings() if args.quick else ToySettings()
-        start = time.perf_counter()
+        settings = ToySettings.create(quick=args.quick, device="cpu")
+        start, cpu_start = time.perf_counter(), time.process_time()
         metrics = run_toy(settings, out, retrain=True, progress=False)
-        wall = time.perf_counter() - start
+        wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
     timings = metrics["timings"]
     main_its = settings.models["main"]["iterations"] / timings["train_main"]
     result = {
-        "machine": {"cpu_count": torch.get_num_threads(), "platform": platform.platform()},
+        "machine": {
+            "cpu_count": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+            "load_average_1min_at_end": os.getloadavg()[0],
+            "platform": platform.platform(),
+        },
+        "settings": settings.to_dict(),
         "quick": args.quick,
         "wall_seconds": wall,
+        # CPU seconds of this process: on one thread, about the wall time the run takes on an idle core.
+        "cpu_seconds": cpu,
         "stages_seconds": timings,
         "main_iterations_per_s": main_its,
         "speedup_vs_reference_main_training": main_its / REFERENCE_MAIN_ITERATIONS_PER_S,
@@ -80,6 +95,7 @@ def main() -> None:
     for name, sec in timings.items():
         print(f"{name:<24}{sec:>10.2f}")
     print(f"{'wall':<24}{wall:>10.2f}")
+    print(f"{'cpu (this process)':<24}{cpu:>10.2f}")
     speedup = result["speedup_vs_reference_main_training"]
     print(f"main model: {main_its:.1f} it/s = {speedup:.1f}x the reference's 4 it/s")
     print(

@@ -33,18 +33,60 @@ def quick_run(tmp_path_factory):
 
 def test_quick_run_writes_everything(quick_run):
     out, proc = quick_run
-    for name in ("figure1.png", "figure2.png", "metrics.json", "results.npz"):
+    for name in ("figure1.png", "figure2.png", "figure9.png", "metrics.json", "results.npz"):
         assert (out / name).stat().st_size > 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics["methods"]) == {"ground_truth", "unguided", "cfg", "truncation", "autoguidance"}
     for m in metrics["methods"].values():
-        assert set(m) == {"num_samples", "outlier_fraction", "branch_tv", "mean_logp"}
+        assert set(m) == {
+            "num_samples",
+            "outlier_fraction",
+            "branch_tv",
+            "depth_tv",
+            "within_depth_tv",
+            "outer_depth_ratio",
+            "recall",
+            "recall_outer",
+            "mean_logp",
+            "depth_mass",
+        }
         assert m["num_samples"] == 2048
+        assert m["branch_tv"] <= m["depth_tv"] + m["within_depth_tv"] + 1e-12
     assert metrics["settings"]["quick"] is True and "total" in metrics["timings"]
+    # A quick run says, in its output and its metrics, that its numbers mean nothing.
+    assert "NOT meaningful" in metrics["note"] and "NOT meaningful" in proc.stdout
+    assert set(metrics["models"]) == {"main", "guide", "uncond"}
+    assert all(m["heldout_loss"] > 0 for m in metrics["models"].values())
+    assert metrics["settings"]["recipe"] == "default" and metrics["settings"]["device"] == "cpu"
     # Even the quick run tells part of the story: truncation removes outliers, autoguidance keeps branches.
     methods = metrics["methods"]
     assert methods["truncation"]["outlier_fraction"] < methods["unguided"]["outlier_fraction"]
     assert "autoguidance" in proc.stdout
+
+
+def test_sweep_reuses_models_and_draws_front(quick_run, capsys):
+    out, _ = quick_run
+    before = (out / "models" / "main.safetensors").stat().st_mtime_ns
+    args = [
+        "toy-sweep",
+        "--quick",
+        "--no-progress",
+        "--samples",
+        "256",
+        "--weights",
+        "1,2.5",
+        "--out",
+        str(out),
+    ]
+    code, stdout, err = run_cli(args, capsys)
+    assert code == 0, err
+    assert (out / "models" / "main.safetensors").stat().st_mtime_ns == before
+    sweep = json.loads((out / "sweep.json").read_text())
+    assert set(sweep["curves"]) == {"autoguidance", "cfg", "truncation"}
+    for curve in sweep["curves"].values():
+        assert [p["w"] for p in curve] == [1.0, 2.5]
+        assert curve[0] == sweep["unguided"]  # w = 1 is the unguided model for every method
+    assert (out / "front.png").stat().st_size > 0 and "NOT meaningful" in stdout
 
 
 def test_figures_redraw_without_resampling(quick_run, capsys):
@@ -73,6 +115,12 @@ def test_rerun_reuses_models(quick_run, tmp_path, capsys):
         (["--samples", "0"], "--samples"),
         (["--seed", "-3"], "--seed"),
         (["--bogus"], "No such option"),
+        (["--recipe", "fancy"], "--recipe"),
+        (["--model-seed", "-1"], "--model-seed"),
+        (["--guide-width", "0"], "--guide-width"),
+        (["--guide-iterations", "0"], "--guide-iterations"),
+        (["--guide-ema", "0.5"], "--guide-ema"),
+        (["--device", "tpu"], "--device"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, args, message):
@@ -80,6 +128,14 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, args, message):
     code, _, err = run_cli(["toy", "--quick", "--out", str(out), *args], capsys)
     assert code == 2
     assert err.count("\n") == 1 and message in err and "Traceback" not in err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("weights", ["0.5,2", "1,x", "1,nan"])
+def test_sweep_bad_weights_is_exit_2(tmp_path, capsys, weights):
+    out = tmp_path / "o"
+    code, _, err = run_cli(["toy-sweep", "--quick", "--weights", weights, "--out", str(out)], capsys)
+    assert code == 2 and err.count("\n") == 1 and "--weights" in err
     assert not out.exists()
 
 

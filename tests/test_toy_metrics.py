@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from autoguidance.metrics.toy import outlier_threshold, toy_metrics
+from autoguidance.metrics.toy import RecallReference, outlier_threshold, toy_metrics, true_depth_mass
 from autoguidance.toy.mixture import ToyMixture
 
 
@@ -43,3 +43,50 @@ def test_diverged_samples_count_as_outliers(setup):
     x = a.sample(100, 0.0, torch.Generator().manual_seed(3), dtype=torch.float64)
     x[:10] = float("nan")
     assert toy_metrics(a, x, tau).outlier_fraction >= 0.1
+
+
+@pytest.fixture(scope="module")
+def reference(setup):
+    a, _ = setup
+    return RecallReference.build(a, 8192, seed=5)
+
+
+def test_ground_truth_keeps_depths_and_coverage(setup, reference):
+    a, tau = setup
+    m = toy_metrics(
+        a, a.sample(8192, 0.0, torch.Generator().manual_seed(9), dtype=torch.float64), tau, reference
+    )
+    assert m.depth_tv < 0.02 and abs(m.outer_depth_ratio - 1) < 0.1
+    assert m.recall > 0.9 and m.recall_outer > 0.9
+    assert m.branch_tv <= m.depth_tv + m.within_depth_tv + 1e-12
+    torch.testing.assert_close(
+        torch.tensor(m.depth_mass), torch.tensor(true_depth_mass(a)), atol=0.02, rtol=0
+    )
+
+
+def test_depth_metrics_see_emptied_outer_branches(setup, reference):
+    # Keep depths 0..4 only: the outer depths are emptied, so their ratio and recall there are 0, and the
+    # branch TV is mostly mass moved between depths (not reshuffled within one).
+    a, tau = setup
+    x = a.sample(16384, 0.0, torch.Generator().manual_seed(4), dtype=torch.float64)
+    x = x[a.depth[a.most_responsible(x)] <= 4]
+    m = toy_metrics(a, x, tau, reference)
+    assert m.outer_depth_ratio == 0 and m.recall_outer < 0.05 and m.recall > 0.5
+    outer_mass = sum(true_depth_mass(a)[5:])
+    assert abs(m.depth_tv - outer_mass) < 0.02 and m.within_depth_tv < 0.05
+
+
+def test_reshuffling_within_a_depth_is_within_depth_tv(setup):
+    # Move every sample of one branch onto another branch of the same depth: depth TV stays ~0.
+    a, tau = setup
+    x = a.sample(16384, 0.0, torch.Generator().manual_seed(6), dtype=torch.float64)
+    comp = a.most_responsible(x)
+    branch, depth = a.branch[comp], a.depth[comp]
+    at_two = torch.unique(branch[depth == 2])
+    src, dst = int(at_two[0]), int(at_two[1])
+    dst_points = x[branch == dst]
+    moved = dst_points[torch.randint(len(dst_points), (int((branch == src).sum()),))]
+    y = torch.cat([x[branch != src], moved])
+    m = toy_metrics(a, y, tau)
+    assert m.depth_tv < 0.02 and m.within_depth_tv > 0.02 and m.branch_tv <= m.depth_tv + m.within_depth_tv
+    assert m.recall != m.recall  # no reference: NaN

@@ -73,3 +73,48 @@ def test_checkpoint_round_trip_and_errors(tmp_path):
         load_toy_model(garbage)
     with pytest.raises(UserInputError, match="not found"):
         load_toy_model(tmp_path / "missing.safetensors")
+
+
+def test_warmup_and_gain_init():
+    cfg = ToyTrainConfig(warmup=100)
+    assert learning_rate(cfg, 0) == pytest.approx(1e-4) and learning_rate(cfg, 99) == pytest.approx(1e-2)
+    net, _ = train_toy_model(
+        ToyTrainConfig(width=8, iterations=1, batch_size=16, gain_init=-0.25, lr_ref=1e-9)
+    )
+    assert net.gain.item() == pytest.approx(-0.25, abs=1e-6)
+
+
+def test_heldout_loss_is_the_exact_loss():
+    # The untrained model is the Gaussian prior: its held-out loss is sigma^2 ||prior score - true score||^2.
+    from autoguidance.toy.mixture import ToyMixture
+    from autoguidance.toy.train import heldout_loss
+
+    mixture = ToyMixture((0,))
+    cfg = ToyTrainConfig()
+    net = ToyModel(ToyModelConfig(width=8)).eval()
+    gen = torch.Generator().manual_seed(3)
+    y = mixture.sample(4096, 0.0, generator=gen)
+    sigma = (cfg.p_mean + cfg.p_std * torch.randn(4096, generator=gen)).exp()
+    x = y + sigma[:, None] * torch.randn(4096, 2, generator=gen)
+    prior = -x / (0.25 + sigma[:, None] ** 2)
+    expected = (sigma[:, None] ** 2 * (prior - mixture.score(x, sigma)).square()).sum(1).mean()
+    assert heldout_loss(net, mixture, cfg, num_samples=4096, seed=3) == pytest.approx(
+        float(expected), rel=1e-4
+    )
+
+
+def test_recipes_and_model_seeds():
+    from autoguidance.experiments.toy import model_specs
+
+    paper = model_specs("paper", 0)
+    assert [paper[k]["seed"] for k in ("main", "guide", "uncond")] == [1, 2, 3]
+    assert paper["main"]["iterations"] == 4096 and paper["main"]["batch_size"] == 4096
+    assert all(m["gain_init"] == 0 and m["warmup"] == 0 for m in paper.values())
+    assert paper["uncond"]["classes"] == [0, 1] and paper["guide"]["width"] == 32
+    ours = model_specs("default", 2)
+    assert [ours[k]["seed"] for k in ("main", "guide", "uncond")] == [7, 8, 9]
+    assert all(m["gain_init"] < 0 for m in ours.values())
+    guide = model_specs("default", 0, guide_width=16, guide_iterations=100, guide_ema=0.05)["guide"]
+    assert (guide["width"], guide["iterations"], guide["ema_sigma_rel"]) == (16, 100, 0.05)
+    with pytest.raises(UserInputError, match="--recipe"):
+        model_specs("fancy", 0)

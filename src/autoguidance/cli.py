@@ -25,6 +25,7 @@ def cli() -> None:
 
 for _command in (toy.toy, toy.toy_plot, train.train, phema.phema, generate.generate, info.info):
     cli.add_command(_command)
+cli.add_command(toy.toy_sweep)
 
 
 def main(argv: list[str] | None = None) -> None:

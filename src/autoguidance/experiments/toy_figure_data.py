@@ -16,6 +16,8 @@ from ..toy.mixture import ToyMixture
 OUTLINE_EXTENT = (-1.6, 1.6, -1.6, 1.6)
 OUTLINE_RES = 256
 CLOSEUP_RES = 160
+FIGURE9_RES = 112
+FIGURE9_SAMPLES = 4096
 ARROW_RES = 17
 MAX_TRAJECTORIES = 48
 
@@ -39,6 +41,31 @@ def model_score(model, x: torch.Tensor, sigma: float) -> np.ndarray:
     p = next(model.parameters())
     s = torch.full((len(x),), sigma, dtype=p.dtype, device=p.device)
     return model.score(x.to(p), s).double().cpu().numpy()
+
+
+def normalised_log_density(model, x: torch.Tensor, sigma: float, cell_area: float) -> np.ndarray:
+    """A model's log density on a grid, normalised so that it integrates to 1 over the grid."""
+    logp = model_log_density(model, x, sigma)
+    return logp - (np.logaddexp.reduce(logp) + np.log(cell_area))
+
+
+def figure9_arrays(settings, models: dict, trajectories: dict, sigmas) -> dict:
+    """Figure 9: at each of settings.figure9_sigmas (snapped to the nearest sampler step), the main,
+    guide and unconditional models' log densities on the whole plane, and where the CFG and autoguided
+    samplers' states are at that step."""
+    steps = [int(torch.argmin((sigmas[:-1] - s).abs())) for s in settings.figure9_sigmas]
+    g = grid(OUTLINE_EXTENT, FIGURE9_RES)
+    ext = OUTLINE_EXTENT
+    cell = (ext[1] - ext[0]) * (ext[3] - ext[2]) / (FIGURE9_RES - 1) ** 2
+    shape = (FIGURE9_RES, FIGURE9_RES)
+    out: dict[str, np.ndarray] = {"figure9_sigmas": sigmas[steps].double().numpy()}
+    for name in ("main", "guide", "uncond"):
+        out[f"figure9_logp_{name}"] = np.stack(
+            [normalised_log_density(models[name], g, float(sigmas[i]), cell).reshape(shape) for i in steps]
+        )
+    for name in ("cfg", "autoguidance"):
+        out[f"figure9_states_{name}"] = trajectories[name][steps, :FIGURE9_SAMPLES].double().numpy()
+    return out
 
 
 def figure2_arrays(settings, class_a: ToyMixture, models: dict, trajectories: dict, sigmas) -> dict:
