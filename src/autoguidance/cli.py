@@ -11,6 +11,7 @@ import sys
 import click
 
 from .commands import generate, info, phema, toy, train
+from .commands.evaluate import evaluate as evaluate_command
 from .errors import UserInputError
 
 
@@ -22,6 +23,7 @@ def cli() -> None:
 
 for _command in (toy.toy, toy.toy_plot, train.train, phema.phema, generate.generate, info.info):
     cli.add_command(_command)
+cli.add_command(evaluate_command)
 
 
 def main(argv: list[str] | None = None) -> None:
