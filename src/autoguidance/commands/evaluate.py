@@ -258,6 +258,7 @@ def evaluate(
             "metrics": results,
             "timings": {
                 "total_s": time.perf_counter() - t_start,
+                "process_cpu_s": time.process_time(),  # rank 0's CPU time: wall time on a shared CPU misleads
                 "reference_s": reference_s,
                 "evaluate_s": eval_s,
                 "metrics_s": metrics_s,
