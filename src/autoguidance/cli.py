@@ -14,6 +14,7 @@ import click
 
 from .atomic import output_error
 from .commands import generate, info, phema, toy, train
+from .commands.evaluate import evaluate as evaluate_command
 from .errors import RunFailedError, UserInputError
 
 
@@ -26,6 +27,7 @@ def cli() -> None:
 for _command in (toy.toy, toy.toy_plot, train.train, phema.phema, generate.generate, info.info):
     cli.add_command(_command)
 cli.add_command(toy.toy_sweep)
+cli.add_command(evaluate_command)
 
 
 def main(argv: list[str] | None = None) -> None:
