@@ -24,7 +24,7 @@ from autoguidance.experiments.toy_sweep import run_sweep
 
 # (width, iterations, EMA sigma_rel); the first is the recipe's guide.
 VARIANTS = [(32, 512, 0.010), (16, 512, 0.010), (32, 128, 0.010), (32, 512, 0.05), (16, 256, 0.010)]
-WEIGHTS = (1.0, 1.5, 2.0, 3.0, 4.0)
+WEIGHTS = (1.0, 1.25, 1.5, 2.0, 3.0, 4.0)
 
 
 def variant_name(v) -> str:
