@@ -24,14 +24,14 @@ from autoguidance.experiments.toy_sweep import run_sweep
 
 # (width, iterations, EMA sigma_rel); the first is the recipe's guide.
 VARIANTS = [(32, 512, 0.010), (16, 512, 0.010), (32, 128, 0.010), (32, 512, 0.05), (16, 256, 0.010)]
-WEIGHTS = (1.0, 1.5, 2.0, 3.0, 4.0)
+WEIGHTS = (1.0, 1.25, 1.5, 2.0, 3.0, 4.0)
 
 
 def variant_name(v) -> str:
     return f"w{v[0]}-it{v[1]}-ema{v[2]:g}"
 
 
-def draw(base: dict, variants: dict, path: Path) -> None:
+def draw(base: dict, variants: dict, path: Path, samples: int) -> None:
     fig, ax = plt.subplots(figsize=(8.5, 6.2), constrained_layout=True)
     for method in ("cfg", "truncation"):
         c = base["curves"][method]
@@ -40,7 +40,9 @@ def draw(base: dict, variants: dict, path: Path) -> None:
             [100 * p["outlier_fraction"] for p in c],
             "o--",
             color=FRONT_COLORS[method],
-            label=method,
+            label={"cfg": "CFG (unconditional guide)", "truncation": "naive truncation (w = score scale)"}[
+                method
+            ],
             ms=3,
         )
     cmap = plt.get_cmap("viridis")
@@ -55,14 +57,14 @@ def draw(base: dict, variants: dict, path: Path) -> None:
             ms=3,
         )
     ax.set_xlabel("branch TV")
-    ax.set_ylabel("outliers (%)")
+    ax.set_ylabel("outliers (% of samples below the 1% density quantile)")
     ax.set_xlim(left=0)
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     ax.set_title(
-        f"Guide settings vs the trade-off front (w = {', '.join(f'{w:g}' for w in WEIGHTS)}; "
-        "guide = width-it-EMA)",
+        f"Which guide? Outliers vs branch TV over w = {', '.join(f'{w:g}' for w in WEIGHTS)} (lower left is "
+        f"better)\nsame main model for all; {samples} samples per point; guide named width-iterations-EMA",
         fontsize=10,
     )
     atomic.write_with(path, lambda p: fig.savefig(p, dpi=100, format="png"))
@@ -98,7 +100,7 @@ def main() -> None:
             f"{best['outlier_fraction']:.4f} at w={best['w']:g} (branch TV {best['branch_tv']:.3f})",
             flush=True,
         )
-    draw(base, results, root / "guides.png")
+    draw(base, results, root / "guides.png", args.samples)
     out = {
         "recipe": args.recipe,
         "model_seed": args.model_seed,
