@@ -50,6 +50,8 @@ class Progress:
         self.last = now
 
     def close(self) -> None:
-        if self.enabled and not self.terminal and self.n > self.start_n:
+        # A closing line only for jobs long enough to have had periodic lines: short pieces stay quiet.
+        long = time.perf_counter() - self.start >= self.every_s
+        if self.enabled and not self.terminal and self.n > self.start_n and long:
             self._log()
         self.bar.close()
