@@ -128,6 +128,12 @@ def test_reference_statistics_are_cached_and_fd_is_the_direct_computation(env, t
     pkl.write_bytes(pickle.dumps({"fid": {"mu": ref.mean, "sigma": ref.cov}}))
     from_pickle = _evaluate([*args[:2], "--ref", str(pkl), *args[4:]], tmp_path / "b.json")
     assert from_pickle["metrics"]["fid"] == pytest.approx(first["metrics"]["fid"], rel=1e-6)
+    # --ref-stats gives one detector its statistics; the classifier still uses the dataset --ref.
+    both = [*args[:2], "--ref", "digits:train", "--ref-stats", str(pkl), "--metrics", "fid,fd_classifier"]
+    mixed = _evaluate([*both, *args[6:8]], tmp_path / "c.json")
+    assert mixed["metrics"]["fid"] == pytest.approx(first["metrics"]["fid"], rel=1e-6)
+    assert mixed["references"]["inception"]["detector_version"] is None  # EDM2's pickles do not say
+    assert mixed["references"]["classifier"]["dataset"] == "digits:train"
 
 
 def test_torchrun_two_processes_equal_one(env, tmp_path, torchrun):
