@@ -177,6 +177,7 @@ BAD_INPUTS = {
     "pickle_that_runs_code": (["--ref", "{evil}", "--metrics", "fid"], "not on the allowlist"),
     "classifier_without_builtin": (["--ref", "{folder16}", "--metrics", "fd_classifier"], "built-in"),
     "two_weights": (["--guidance", "1,2"], "one guidance weight"),
+    "no_reference": (["--metrics", "fid", "--no-ref"], "give --ref or --ref-stats"),
 }
 
 
@@ -198,13 +199,13 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(env, tmp_path, capsy
     extra, needle = BAD_INPUTS[case]
     extra = [a.format(**{k: str(v) for k, v in names.items()}) for a in extra]
     model = [] if "--no-net" in extra else _model_args(env, "0-1")
-    extra = [a for a in extra if a != "--no-net"]
+    ref = [] if "--no-ref" in extra else ["--ref", "digits:train"]
+    extra = [a for a in extra if a not in ("--no-net", "--no-ref")]
     args = [
         "evaluate",
         "--device",
         "cpu",
-        "--ref",
-        "digits:train",
+        *ref,
         "--inception-weights",
         str(env["inception"]),
     ]
