@@ -128,6 +128,12 @@ def test_reference_statistics_are_cached_and_fd_is_the_direct_computation(env, t
     pkl.write_bytes(pickle.dumps({"fid": {"mu": ref.mean, "sigma": ref.cov}}))
     from_pickle = _evaluate([*args[:2], "--ref", str(pkl), *args[4:]], tmp_path / "b.json")
     assert from_pickle["metrics"]["fid"] == pytest.approx(first["metrics"]["fid"], rel=1e-6)
+    # --ref-stats gives one detector its statistics; the classifier still uses the dataset --ref.
+    both = [*args[:2], "--ref", "digits:train", "--ref-stats", str(pkl), "--metrics", "fid,fd_classifier"]
+    mixed = _evaluate([*both, *args[6:8]], tmp_path / "c.json")
+    assert mixed["metrics"]["fid"] == pytest.approx(first["metrics"]["fid"], rel=1e-6)
+    assert mixed["references"]["inception"]["detector_version"] is None  # EDM2's pickles do not say
+    assert mixed["references"]["classifier"]["dataset"] == "digits:train"
 
 
 def test_torchrun_two_processes_equal_one(env, tmp_path, torchrun):
@@ -171,6 +177,7 @@ BAD_INPUTS = {
     "pickle_that_runs_code": (["--ref", "{evil}", "--metrics", "fid"], "not on the allowlist"),
     "classifier_without_builtin": (["--ref", "{folder16}", "--metrics", "fd_classifier"], "built-in"),
     "two_weights": (["--guidance", "1,2"], "one guidance weight"),
+    "no_reference": (["--metrics", "fid", "--no-ref"], "give --ref or --ref-stats"),
 }
 
 
@@ -192,13 +199,13 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(env, tmp_path, capsy
     extra, needle = BAD_INPUTS[case]
     extra = [a.format(**{k: str(v) for k, v in names.items()}) for a in extra]
     model = [] if "--no-net" in extra else _model_args(env, "0-1")
-    extra = [a for a in extra if a != "--no-net"]
+    ref = [] if "--no-ref" in extra else ["--ref", "digits:train"]
+    extra = [a for a in extra if a not in ("--no-net", "--no-ref")]
     args = [
         "evaluate",
         "--device",
         "cpu",
-        "--ref",
-        "digits:train",
+        *ref,
         "--inception-weights",
         str(env["inception"]),
     ]

@@ -62,9 +62,10 @@ def _builtin_name(ref: str) -> str | None:
 @click.option("--steps", type=int, default=32, show_default=True, help="Heun steps.")
 @click.option(
     "--ref",
-    required=True,
+    default=None,
     help="Reference: a dataset (mnist:train, digits, a folder or .zip) whose statistics are computed and "
-    "cached, or a statistics file (.safetensors from this package, or an EDM2 .pkl).",
+    "cached, or a statistics file (.safetensors from this package, or an EDM2 .pkl). Needed unless "
+    "--ref-stats covers every detector.",
 )
 @click.option(
     "--ref-stats",
@@ -97,7 +98,7 @@ def evaluate(
     seeds_text: str,
     class_label: int | None,
     steps: int,
-    ref: str,
+    ref: str | None,
     ref_stats: tuple[str, ...],
     metrics_text: str,
     inception_weights: str | None,
@@ -124,8 +125,8 @@ def evaluate(
     if steps < 1:
         raise UserInputError(f"--steps must be >= 1, got {steps}")
     out = _check_out(out_path)
-    ref_is_file = Path(ref).suffix in (".pkl", ".safetensors")
-    builtin = None if ref_is_file else _builtin_name(ref)
+    ref_is_file = ref is not None and Path(ref).suffix in (".pkl", ".safetensors")
+    builtin = None if ref is None or ref_is_file else _builtin_name(ref)
     w, interval = 1.0, None
     if net_path is not None:
         seeds = parse_seeds(seeds_text)
@@ -141,7 +142,7 @@ def evaluate(
         show = (sys.stderr.isatty() if progress is None else progress) and d.is_main
         # --- detectors: weights are checked (one line) before any image is made -----------------------
         det_names = evaluation.detectors_for(metrics)
-        dataset_for_classifier = builtin if not ref_is_file else _dataset_of_file(ref)
+        dataset_for_classifier = _dataset_of_file(ref) if ref_is_file else builtin
         detectors = {
             n: make_detector(
                 n,
@@ -211,11 +212,13 @@ def evaluate(
         t_ref = time.perf_counter()
         references = {}
         for n, det in detectors.items():
-            if n == "classifier" and set(metrics) & set(evaluation.METRICS) == {"classes"}:
+            if not any(evaluation.METRICS[m] in ((n, "fd"), (n, "pr")) for m in metrics):
                 continue  # class agreement alone needs no reference statistics
             stats_file = _stats_file_for(ref_stats, n)
             if stats_file is not None:
                 r = load_reference(stats_file, n)
+            elif ref is None:
+                raise UserInputError(f"no reference for the {n} detector: give --ref or --ref-stats")
             elif ref_is_file:
                 r = load_reference(ref, n)
             else:

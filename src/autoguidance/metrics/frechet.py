@@ -12,6 +12,8 @@ imaginary parts).
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import scipy.linalg
 import torch
@@ -78,7 +80,11 @@ def frechet_distance_gaussians(
             f"mismatched statistics: mu {mu1.shape} vs {mu2.shape}, sigma {sigma1.shape} vs {sigma2.shape}"
         )
     diff = mu1 - mu2
-    covmean = scipy.linalg.sqrtm(sigma1 @ sigma2)
+    with warnings.catch_warnings():
+        # Fewer samples than dimensions (e.g. 500 images, 2048-d) make the product singular; its square
+        # root still exists (eigenvalues >= 0) and scipy's warning would only alarm.
+        warnings.simplefilter("ignore", scipy.linalg.LinAlgWarning)
+        covmean = scipy.linalg.sqrtm(sigma1 @ sigma2)
     covmean = np.asarray(covmean).real
     return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
 

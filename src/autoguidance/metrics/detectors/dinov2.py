@@ -5,10 +5,11 @@ to [0, 1], resized to 224x224 by bicubic interpolation with antialiasing, normal
 (0.485, 0.456, 0.406) and std (0.229, 0.224, 0.225); the feature is the final layer-normalised class
 token.
 
-Why transformers' `Dinov2Model`: the reference model is distributed through torch.hub, whose code imports
-torchvision, and torchvision (like timm, which also depends on it) does not work beside this project's
-torch build. `transformers` implements the same architecture (patch 14, layer scale, learned position
-embeddings interpolated to the input size) in plain torch and loads weights from safetensors. Its
+Why transformers' `Dinov2Model`: the reference model is distributed through torch.hub, which fetches and
+runs its repository's code at load time (no offline, code-free loading), and torchvision and timm, the
+other usual routes, do not work beside this project's torch build. `transformers` implements the same
+architecture (patch 14, layer scale, learned position embeddings interpolated to the input size) in plain
+torch and loads weights from safetensors. Its
 `pooler_output` is the layer-normalised class token, the reference model's `x_norm_clstoken`.
 
 Weights: a local directory in the Hugging Face layout (config.json + model.safetensors), e.g. a saved
