@@ -22,6 +22,7 @@ from typing import Any
 
 from ..errors import UserInputError
 
+
 def _optuna():
     try:
         import optuna

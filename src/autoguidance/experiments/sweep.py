@@ -125,11 +125,17 @@ def run_sweep(
     S = _states()
     study = store.study(name, direction)
     keys = {canonical_key(c) for c in configs}
-    done_before = sum(1 for k, ts in _by_key(study).items() if k in keys and any(t.state == S.COMPLETE for t in ts))
+    done_before = sum(
+        1 for k, ts in _by_key(study).items() if k in keys and any(t.state == S.COMPLETE for t in ts)
+    )
     evaluated = 0
     enqueue_missing(store, study, configs)
     while True:
-        waiting = [t for t in study.get_trials(deepcopy=False, states=(S.WAITING,)) if t.user_attrs.get("key") in keys]
+        waiting = [
+            t
+            for t in study.get_trials(deepcopy=False, states=(S.WAITING,))
+            if t.user_attrs.get("key") in keys
+        ]
         if not waiting:
             enqueue_missing(store, study, configs)  # configurations of workers that died meanwhile
             by_key = _by_key(study)
