@@ -111,11 +111,12 @@ def _plot_panel(path: Path, panel: str, groups: list[dict], metric: str) -> None
     fig, ax = plt.subplots(figsize=(5.5, 3.8), dpi=120)
     xs_all = [p["x"] for g in groups for p in g["points"] if _number(p["x"]) is not None]
     for i, g in enumerate(groups):
-        pts = sorted(
-            (float(p["x"]), p["value"])
-            for p in g["points"]
-            if p["value"] is not None and _number(p["x"]) is not None
-        )
+        envelope: dict[float, float] = {}  # the best over the other swept fields at each x
+        for p in g["points"]:
+            if p["value"] is not None and _number(p["x"]) is not None:
+                x = float(p["x"])
+                envelope[x] = min(envelope.get(x, math.inf), p["value"])
+        pts = sorted(envelope.items())
         color = f"C{i % 10}"
         if len(g["points"]) == 1 and g["best"] is not None:
             ax.axhline(g["best"]["value"], color=color, linestyle="--", label=g["label"])
@@ -139,6 +140,21 @@ def _plot_panel(path: Path, panel: str, groups: list[dict], metric: str) -> None
     plt.close(fig)
 
 
+def _first_seed_grid(groups: list[dict]) -> np.ndarray | None:
+    """The first seed's image at every measured point: a row per group, columns by x (Figures 4-6)."""
+    rows = []
+    for g in groups:
+        pts = [p for p in g["points"] if p["thumbnails"] and _number(p["x"]) is not None]
+        if len(pts) > 1:
+            pts.sort(key=lambda p: float(p["x"]))
+            rows.append([read_thumbnails(p["thumbnails"])[0] for p in pts])
+    if not rows:
+        return None
+    width = max(len(r) for r in rows)
+    blank = np.full_like(rows[0][0], 255)
+    return np.stack([np.stack(r + [blank] * (width - len(r))) for r in rows])
+
+
 def write_report(store: ResultStore, name: str, out_dir: str | Path) -> dict[str, Any]:
     """Write NAME.json, NAME.md and the PNGs into out_dir from the store; return the summary."""
     out = Path(out_dir)
@@ -160,6 +176,11 @@ def write_report(store: ResultStore, name: str, out_dir: str | Path) -> dict[str
         k = min(len(s) for s in strips)
         path = out / f"{name}-images.png"
         save_png(path, make_grid(np.stack([s[:k] for s in strips])))
+        files.append(path.name)
+    cells = _first_seed_grid(summary["groups"])
+    if cells is not None:
+        path = out / f"{name}-grid.png"
+        save_png(path, make_grid(cells))
         files.append(path.name)
     atomic.write_text(out / f"{name}.md", markdown(summary))
     slim = {**summary, "files": files}
