@@ -58,7 +58,7 @@ USES = {
     "cfg": ("main", "uncond"),
     "interpolation": ("main", "guide", "uncond"),
 }
-SWEEP_KEYS = ("name", "metric", "direction", "fixed", "grid")
+SWEEP_KEYS = ("name", "metric", "fixed", "grid")
 METRIC_DEFAULT = "fd_classifier"
 
 
@@ -156,7 +156,7 @@ def expand(fixed: dict[str, Any], grid: dict[str, list] | list[dict[str, list]])
 
 
 def read_sweep_file(path: str | os.PathLike) -> dict[str, Any]:
-    """Read and check a sweep file; returns {"name", "metric", "direction", "configs"}."""
+    """Read and check a sweep file; returns {"name", "metric", "configs"}."""
     p = Path(path)
     try:
         spec = json.loads(p.read_text())
@@ -176,9 +176,6 @@ def parse_sweep(spec: Any, source: str = "sweep") -> dict[str, Any]:
     name = spec.get("name")
     if not isinstance(name, str) or not name.strip():
         raise UserInputError(f'{source}: needs a "name" (the study\'s name in the store)')
-    direction = spec.get("direction", "minimize")
-    if direction not in ("minimize", "maximize"):
-        raise UserInputError(f"{source}: direction must be minimize or maximize, got {direction!r}")
     fixed = spec.get("fixed", {})
     if not isinstance(fixed, dict):
         raise UserInputError(f'{source}: "fixed" must be an object')
@@ -190,7 +187,7 @@ def parse_sweep(spec: Any, source: str = "sweep") -> dict[str, Any]:
     metric = spec.get("metric", METRIC_DEFAULT)
     if not isinstance(metric, str):
         raise UserInputError(f"{source}: metric must be a name such as fd_classifier")
-    return {"name": name, "metric": metric, "direction": direction, "configs": expand(fixed, spec["grid"])}
+    return {"name": name, "metric": metric, "configs": expand(fixed, spec["grid"])}
 
 
 def describe(config: dict[str, Any]) -> str:

@@ -17,6 +17,7 @@ from PIL import Image
 
 from ..errors import UserInputError
 from ..images import make_grid
+from .measure import direction_of
 from .store import ResultStore, _optuna, canonical_key
 from .sweep import SweepResult, run_sweep
 
@@ -81,7 +82,7 @@ def read_thumbnails(text: str) -> np.ndarray:
 
 
 def save_plan(store: ResultStore, plan: Plan) -> None:
-    study = store.study(plan.name)
+    study = store.study(plan.name, direction_of(plan.metric))
     study.set_user_attr("plan", plan.to_json())
 
 
@@ -100,4 +101,13 @@ def load_plan(store: ResultStore, name: str) -> Plan:
 def run_plan(store: ResultStore, plan: Plan, evaluate, *, wait: bool = True, on_result=None) -> SweepResult:
     """Save the plan and measure its configurations not yet in the store (resumable, shareable)."""
     save_plan(store, plan)
-    return run_sweep(store, plan.name, plan.configs(), evaluate, plan.metric, wait=wait, on_result=on_result)
+    return run_sweep(
+        store,
+        plan.name,
+        plan.configs(),
+        evaluate,
+        plan.metric,
+        direction=direction_of(plan.metric),
+        wait=wait,
+        on_result=on_result,
+    )
