@@ -108,6 +108,8 @@ def tune(
         "guide_ema": _range(ema_guide, "ema-guide", True),
     }
     space = {k: v for k, v in searched.items() if isinstance(v, Range)}
+    if not space:
+        raise UserInputError("nothing to tune: the search space is empty (give LO,HI for --w or an EMA)")
     fixed = {k: v for k, v in searched.items() if not isinstance(v, Range)}
     base = {
         "kind": "autoguidance",

@@ -36,6 +36,29 @@ Measure = Callable[[torch.Tensor, torch.Tensor | None], dict[str, float]]
 """(uint8 images (N, H, W, C), intended classes (N,) or None) -> {metric name: number}."""
 
 
+def check_config(config: dict[str, Any], models: ModelCache) -> None:
+    """Check a configuration's networks against each other from their headers (before any work)."""
+    cfgs = {
+        role: models.net_config(config[f"{role}_run"], config.get(f"{role}_ema"), config.get(f"{role}_at"))
+        for role in USES[config["kind"]]
+    }
+    _check_roles(cfgs)
+
+
+def _check_roles(cfgs: dict[str, Any]) -> None:
+    main = cfgs["main"]
+    for role in ("guide", "uncond"):
+        if role in cfgs:
+            check_compatible(main, cfgs[role], guide_name=f"the {role} network")
+    if "guide" in cfgs and cfgs["guide"].label_dim != main.label_dim:
+        raise UserInputError(
+            "the autoguidance guide must have the main model's conditioning "
+            f"({main.label_dim} classes, guide {cfgs['guide'].label_dim}); an unconditional guide is kind cfg"
+        )
+    if "uncond" in cfgs and cfgs["uncond"].label_dim != 0:
+        raise UserInputError("the cfg guide (uncond_run) must be an unconditional network (label_dim 0)")
+
+
 def build_denoiser(config: dict[str, Any], models: ModelCache) -> tuple[Denoiser, Any, dict[str, Any]]:
     """The guided denoiser of `config`, its main network (for shapes and classes) and the files used."""
     nets, files = {}, {}
@@ -44,17 +67,7 @@ def build_denoiser(config: dict[str, Any], models: ModelCache) -> tuple[Denoiser
         nets[role] = net
         files[role] = {"file": meta["file"], "training_images": meta.get("training_images")}
     main = nets["main"]
-    for role in ("guide", "uncond"):
-        if role in nets:
-            check_compatible(main.config, nets[role].config, guide_name=f"the {role} network")
-    if "guide" in nets and nets["guide"].config.label_dim != main.config.label_dim:
-        raise UserInputError(
-            "the autoguidance guide must have the main model's conditioning "
-            f"({main.config.label_dim} classes, guide {nets['guide'].config.label_dim}); "
-            "an unconditional guide is kind cfg"
-        )
-    if "uncond" in nets and nets["uncond"].config.label_dim != 0:
-        raise UserInputError("the cfg guide (uncond_run) must be an unconditional network (label_dim 0)")
+    _check_roles({role: net.config for role, net in nets.items()})
 
     def degraded(role: str) -> Denoiser:
         net = with_frozen_dropout(nets[role], config.get(f"{role}_dropout", 0.0))

@@ -16,9 +16,10 @@ from pathlib import Path
 
 import torch
 
+from .. import checkpoint
 from ..errors import UserInputError
 from ..nets.io import load_network
-from ..nets.precond import EDM2Denoiser
+from ..nets.precond import EDM2Denoiser, NetConfig
 from ..training import phema
 from ..training.export import export_phema, phema_network_path
 
@@ -42,14 +43,26 @@ class ModelCache:
         """Training times (images) at which `run` has snapshots."""
         return sorted({int(round(s.t)) for s in phema.list_snapshots(run)})
 
-    def network_file(self, run: str | os.PathLike, ema: float | None = None, at: int | None = None) -> Path:
+    def net_config(
+        self, run: str | os.PathLike, ema: float | None = None, at: int | None = None
+    ) -> NetConfig:
+        """The network's config from file headers alone (no reconstruction): checks inputs cheaply."""
         run = Path(run)
         if run.is_file():
             if ema is not None or at is not None:
                 raise UserInputError(
                     f"{run} is a network file: it has no EMA length or training time to choose"
                 )
-            return run
+            meta = checkpoint.read_metadata(run)
+        else:
+            self._time(run, ema, at)
+            meta = checkpoint.read_metadata(phema.list_snapshots(run)[-1].path, label="snapshot")
+        if "net" not in meta:
+            raise UserInputError(f"{run} has no network config in its metadata")
+        return NetConfig.from_dict(meta["net"])
+
+    def _time(self, run: Path, ema: float | None, at: int | None) -> tuple[float, int]:
+        """The snapshot time (and its iteration) that (run, at) names; UserInputError if there is none."""
         if not run.is_dir():
             raise UserInputError(f"no training run or network file at {run}")
         if ema is None:
@@ -63,7 +76,17 @@ class ModelCache:
                 f"run {run} has no snapshots at {at} training images; it has {len(times)} times: {shown} "
                 f"{int(times[-1])}"
             )
-        step = next(s.step for s in infos if s.t == t)
+        return t, next(s.step for s in infos if s.t == t)
+
+    def network_file(self, run: str | os.PathLike, ema: float | None = None, at: int | None = None) -> Path:
+        run = Path(run)
+        if run.is_file():
+            if ema is not None or at is not None:
+                raise UserInputError(
+                    f"{run} is a network file: it has no EMA length or training time to choose"
+                )
+            return run
+        t, step = self._time(run, ema, at)
         out_dir = _run_folder(self.cache_dir, run) / f"at{int(round(t))}"
         path = phema_network_path(out_dir, ema)
         if not path.exists():

@@ -12,7 +12,7 @@ import click
 
 from .. import distributed
 from .configs import describe
-from .evaluate import ImageEvaluator
+from .evaluate import ImageEvaluator, check_config
 from .measure import MetricsMeasure
 from .models import ModelCache
 from .parallel import finish, follow, leader
@@ -42,6 +42,8 @@ def run_plan_everywhere(
     d = distributed.setup(device, backend="gloo")
     try:
         models = ModelCache(cache_dir, device=d.device)
+        for config in plan.configs():
+            check_config(config, models)  # one-line errors before any work
         measure = (
             MetricsMeasure(metrics, reference=reference, device=d.device)
             if d.is_main
