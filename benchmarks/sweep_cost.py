@@ -6,7 +6,8 @@
 
 generate: images (uint8, in npz files under DIR, resumable by chunks) for the unguided main model and for
 autoguidance at w = 2 (EMA 0.07 / 0.125, the README pair), `samples` seeds at `steps` Heun steps, and
-for autoguidance `step-samples` seeds at each step count of `step-list`. All from the seeds 0, 1, ...: common random numbers.
+for autoguidance `step-samples` seeds at each step count of `step-list`. All from the seeds 0, 1, ...:
+common random numbers.
 
 measure: the metric (a) against the step count, relative to the most steps, and the mean pixel change;
 (b) against the sample count N: its mean and spread over disjoint seed blocks of size N, for each
