@@ -3,7 +3,6 @@ denoisers, plans run into the store and reports redrawn from the store alone, on
 
 import json
 import shutil
-from pathlib import Path
 
 import pytest
 import torch
@@ -279,3 +278,35 @@ def test_bad_input_is_one_line_and_exit_2(nets, tmp_path, capsys):
         ],
         capsys,
     )
+
+
+TORCHRUN_SWEEP = """
+import sys
+import torch
+from autoguidance.experiments.configs import normalise
+from autoguidance.experiments.plan import Group, Plan
+from autoguidance.experiments.session import run_plan_everywhere
+
+def pixel_measure(images, labels):
+    return {"mean": float(images.double().mean()), "n": len(images)}
+
+torch.set_num_threads(1)
+main, guide, store, cache = sys.argv[1:5]
+base = {"main_run": main, "steps": 2, "samples": 5, "kind": "autoguidance", "guide_run": guide}
+plan = Plan("p", "mean", [Group("ag", "w", [normalise({**base, "w": w}) for w in (1.5, 3.0)])])
+run_plan_everywhere(plan, store, cache, ["mean"], "mnist", "cpu", 2, True, False, echo=lambda s: None,
+                    measure=pixel_measure)
+"""
+
+
+def test_sweep_under_torchrun_equals_one_process(nets, tmp_path, torchrun):
+    script = tmp_path / "sweep.py"
+    script.write_text(TORCHRUN_SWEEP)
+    rows = {}
+    for nproc in (1, 2):
+        store = tmp_path / f"{nproc}.db"
+        torchrun(
+            nproc, str(script), str(nets["main"]), str(nets["guide"]), str(store), str(tmp_path / "cache")
+        )
+        rows[nproc] = sorted((r.key, r.value, r.metrics["n"]) for r in ResultStore(store).rows("p"))
+    assert len(rows[1]) == 2 and rows[1] == rows[2]  # seeds sharded over 2 processes: the same images

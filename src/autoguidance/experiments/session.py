@@ -12,7 +12,7 @@ import click
 
 from .. import distributed
 from .configs import describe
-from .evaluate import ImageEvaluator, check_config
+from .evaluate import ImageEvaluator, Measure, check_config
 from .measure import MetricsMeasure
 from .models import ModelCache
 from .parallel import finish, follow, leader
@@ -22,6 +22,14 @@ from .store import ResultStore
 
 def progress_default(flag: bool | None) -> bool:
     return sys.stderr.isatty() if flag is None else flag
+
+
+def _nothing(images, labels) -> dict:
+    return {}
+
+
+def _nothing(images, labels) -> dict:
+    return {}
 
 
 def run_plan_everywhere(
@@ -35,20 +43,21 @@ def run_plan_everywhere(
     wait: bool,
     progress: bool,
     echo: Callable[[str], None] = click.echo,
+    measure: Measure | None = None,
 ) -> dict[str, Any] | None:
     """Measure the plan's missing configurations, on this process or as one rank of torchrun.
 
-    Returns rank 0's summary (None on other ranks)."""
+    measure: the metrics (default: the metrics package's, by name). Returns rank 0's summary (None on
+    other ranks)."""
     d = distributed.setup(device, backend="gloo")
     try:
         models = ModelCache(cache_dir, device=d.device)
         for config in plan.configs():
             check_config(config, models)  # one-line errors before any work
-        measure = (
-            MetricsMeasure(metrics, reference=reference, device=d.device)
-            if d.is_main
-            else (lambda i, lab: {})
-        )
+        if not d.is_main:
+            measure = _nothing  # rank 0 measures the gathered images
+        elif measure is None:
+            measure = MetricsMeasure(metrics, reference=reference, device=d.device)
         evaluator = ImageEvaluator(models, measure, batch_size=batch, progress=progress and d.is_main)
         if not d.is_main:
             follow(evaluator)
