@@ -11,6 +11,7 @@ import sys
 import click
 
 from .commands import experiment, generate, info, phema, sweep, toy, train, tune
+from .commands.evaluate import evaluate as evaluate_command
 from .errors import UserInputError
 
 
@@ -32,6 +33,7 @@ for _command in (
     experiment.experiment,
 ):
     cli.add_command(_command)
+cli.add_command(evaluate_command)
 
 
 def main(argv: list[str] | None = None) -> None:
