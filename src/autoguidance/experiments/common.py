@@ -50,6 +50,11 @@ def snapshot_at(models: ModelCache, run, images: int) -> int:
     return images
 
 
+def nearest_snapshot(models: ModelCache, run, images: int) -> int:
+    """The run's snapshot time closest to `images` (for runs whose snapshots do not fall on T/2^k)."""
+    return min(models.snapshot_times(run), key=lambda t: (abs(t - images), t))
+
+
 def fraction_label(f: Fraction) -> str:
     return "T" if f == 1 else f"T/{int(1 / f)}" if f.numerator == 1 else f"{f}T"
 

@@ -4,7 +4,7 @@ row at its best settings over the swept w and EMA lengths (autoguidance paper, T
 
 from __future__ import annotations
 
-from .common import Options, fraction_label, product, snapshot_at, wanted
+from .common import Options, fraction_label, nearest_snapshot, product, snapshot_at, wanted
 from .models import ModelCache
 from .plan import Group, Plan
 from .runs import Setup
@@ -83,7 +83,10 @@ def plan(setup: Setup, models: ModelCache, opts: Options) -> Plan:
             same = [{**c, "guide_ema": c["main_ema"]} for c in product(ag, w=opts.ws, main_ema=opts.ema_main)]
             groups.append(Group("same EMA for both models", "w", same, cond))
     if wanted(opts, "reduced-training"):
-        at = snapshot_at(models, s, setup.images(opts.guide_time))
+        at = nearest_snapshot(models, s, setup.images(opts.guide_time))
+        notes["reduced training only: S guide at"] = (
+            f"{at} images (T/{T / at:.3g}, its snapshot nearest the guide time)"
+        )
         rt = {**main, "kind": "autoguidance", "guide_run": s, "guide_at": at}
         groups.append(
             Group(
