@@ -105,3 +105,21 @@ def test_empty_grid_is_refused(tmp_path):
 def test_store_that_is_a_folder_is_refused(tmp_path):
     with pytest.raises(UserInputError, match="folder"):
         ResultStore(tmp_path)
+
+
+def test_configuration_measured_by_another_study_is_copied_not_redone(tmp_path):
+    store = ResultStore(tmp_path / "x.db")
+    run_sweep(store, "first", CONFIGS[:3], objective, "fd")
+    calls = []
+
+    def counting(c):
+        calls.append(c)
+        return objective(c)
+
+    done = run_sweep(store, "second", CONFIGS[:5], counting, "fd")
+    assert (done.evaluated, done.copied) == (2, 3) and len(calls) == 2  # three copied from "first"
+    rows = {r.key: r for r in store.rows("second")}
+    assert sum(r.info.get("copied_from") == "first" for r in rows.values()) == 3
+    assert sorted(r.value for r in rows.values()) == sorted(
+        objective(c)["metrics"]["fd"] for c in CONFIGS[:5]
+    )

@@ -75,8 +75,8 @@ def run_plan_everywhere(
         finally:
             finish()
         echo(
-            f"{plan.name}: {result.evaluated} configurations measured now, {result.skipped} already in the "
-            f"store, {total} in all ({time.perf_counter() - t0:.0f} s)"
+            f"{plan.name}: {result.evaluated} configurations measured now, {result.copied} copied from other "
+            f"experiments, {result.skipped} already in the store, {total} in all ({time.perf_counter() - t0:.0f} s)"
         )
         return {"evaluated": result.evaluated, "skipped": result.skipped, "total": total}
     finally:

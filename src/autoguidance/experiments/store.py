@@ -148,6 +148,21 @@ class ResultStore:
             )
         return out
 
+    def lookup(self, key: str, metric: str) -> Row | None:
+        """A finished row of the same configuration in any study of this store that measured `metric`:
+        a configuration shared by two experiments (same models, w, seeds, steps) is measured once."""
+        optuna = _optuna()
+        for summary in optuna.get_all_study_summaries(self.storage):
+            study = optuna.load_study(study_name=summary.study_name, storage=self.storage)
+            for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+                if t.user_attrs.get("key") == key and metric in t.user_attrs.get("metrics", {}):
+                    a = t.user_attrs
+                    info = {**a.get("info", {}), "copied_from": summary.study_name}
+                    return Row(
+                        key=key, config=a["config"], value=float(t.value), metrics=a["metrics"], info=info
+                    )
+        return None
+
     def fail_dead_trials(self, study) -> int:
         """Mark RUNNING trials of dead workers FAIL: heartbeat older than the grace period, or a worker
         process on this host that no longer exists. Returns how many were failed."""

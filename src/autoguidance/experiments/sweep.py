@@ -31,6 +31,7 @@ class SweepResult:
     evaluated: int  # configurations this worker measured
     skipped: int  # already finished when this worker started
     total: int  # configurations in the sweep
+    copied: int = 0  # results copied from another study of the store (same configuration)
 
 
 class _Heartbeat:
@@ -112,13 +113,15 @@ def run_sweep(
     wait: bool = True,
     poll_s: float = 2.0,
     on_result: Callable[[dict[str, Any], dict[str, Any]], None] | None = None,
+    reuse: bool = True,
 ) -> SweepResult:
     """Measure every configuration of sweep `name` not yet in the store; return what this worker did.
 
     configs: JSON-able dicts (their canonical JSON is their identity). evaluate(config) returns
     {"metrics": {...}, "info": {...}}; the trial's value is metrics[metric]. wait: when nothing is left to
     take but other workers still run configurations, wait for them (and take over any that die) rather
-    than return; a sweep run to completion then holds every configuration exactly once.
+    than return; a sweep run to completion then holds every configuration exactly once. reuse: copy the
+    result of a configuration that another study of the store already measured (same canonical key).
     """
     if not configs:
         raise UserInputError(f"sweep {name!r} has no configurations (an empty grid?)")
@@ -128,7 +131,7 @@ def run_sweep(
     done_before = sum(
         1 for k, ts in _by_key(study).items() if k in keys and any(t.state == S.COMPLETE for t in ts)
     )
-    evaluated = 0
+    evaluated = copied = 0
     enqueue_missing(store, study, configs)
     while True:
         waiting = [
@@ -157,6 +160,15 @@ def run_sweep(
             study.tell(trial, state=S.FAIL)
             continue
         config = trial.user_attrs["config"]
+        found = store.lookup(trial.user_attrs["key"], metric) if reuse else None
+        if found is not None:  # measured by another experiment in this store: copy, do not redo
+            study._storage.set_trial_user_attr(trial._trial_id, "metrics", found.metrics)
+            study._storage.set_trial_user_attr(trial._trial_id, "info", found.info)
+            study.tell(trial, float(found.metrics[metric]))
+            copied += 1
+            if on_result is not None:
+                on_result(config, found.metrics)
+            continue
         try:
             with _Heartbeat(store, trial._trial_id):
                 t0 = time.perf_counter()
@@ -176,4 +188,4 @@ def run_sweep(
         evaluated += 1
         if on_result is not None:
             on_result(config, metrics)
-    return SweepResult(evaluated=evaluated, skipped=done_before, total=len(keys))
+    return SweepResult(evaluated=evaluated, skipped=done_before, total=len(keys), copied=copied)
