@@ -76,7 +76,8 @@ def run_plan_everywhere(
             finish()
         echo(
             f"{plan.name}: {result.evaluated} configurations measured now, {result.copied} copied from other "
-            f"experiments, {result.skipped} already in the store, {total} in all ({time.perf_counter() - t0:.0f} s)"
+            f"experiments, {result.skipped} already in the store, {total} in all "
+            f"({time.perf_counter() - t0:.0f} s)"
         )
         return {"evaluated": result.evaluated, "skipped": result.skipped, "total": total}
     finally:

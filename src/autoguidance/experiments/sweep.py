@@ -182,9 +182,12 @@ def run_sweep(
             study.tell(trial, state=S.FAIL)
             raise UserInputError(f"metric {metric!r} was not measured; measured: {sorted(metrics)}")
         info = {**result.get("info", {}), "seconds": seconds, "worker": worker_identity()}
-        study._storage.set_trial_user_attr(trial._trial_id, "metrics", metrics)
-        study._storage.set_trial_user_attr(trial._trial_id, "info", info)
-        study.tell(trial, float(metrics[metric]))
+        try:
+            study._storage.set_trial_user_attr(trial._trial_id, "metrics", metrics)
+            study._storage.set_trial_user_attr(trial._trial_id, "info", info)
+            study.tell(trial, float(metrics[metric]))
+        except _optuna().exceptions.UpdateFinishedTrialError:
+            continue  # another worker took us for dead (no heartbeat within the grace period) and redoes it
         evaluated += 1
         if on_result is not None:
             on_result(config, metrics)
