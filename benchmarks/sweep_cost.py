@@ -134,6 +134,39 @@ def cmd_measure(args) -> None:
                 f"w=2 {fb.mean():.3f} +- {row['ag_std'] or 0:.3f}, difference with CRN {crn.mean():+.3f} +- "
                 f"{row['diff_crn_std'] or 0:.3f}, without {row['diff_indep_std'] or 0:.3f}"
             )
+    # (c) strokes: ink statistics of each set and of real digits (the training split), and the metric of
+    # real held-out digits (the floor at the same count).
+    from autoguidance.data import load_builtin
+    from autoguidance.images import to_uint8
+
+    real = {
+        "mnist-train": to_uint8(load_builtin("mnist", split="train").images).numpy(),
+        "mnist-test": to_uint8(load_builtin("mnist", split="test").images).numpy(),
+    }
+    result["strokes"] = {}
+    print("\nstrokes: mean intensity, share of ink pixels (> 128), share saturated (>= 250), ink per digit")
+    for name, imgs in [*real.items(), *((k, v["images"]) for k, v in sets.items())]:
+        x = imgs.astype(np.float64)
+        ink = (x > 128).mean(axis=(1, 2, 3))
+        row = {
+            "n": len(x),
+            "mean": x.mean() / 255,
+            "ink": ink.mean(),
+            "saturated": (x >= 250).mean(),
+            "saturated_share_of_ink": (x >= 250).sum() / max((x > 128).sum(), 1),
+            "ink_std": ink.std(),
+        }
+        result["strokes"][name] = row
+        print(
+            f"  {name:12s} n {len(x):5d}: mean {row['mean']:.3f}, ink {row['ink']:.3f}, saturated "
+            f"{row['saturated']:.3f} ({row['saturated_share_of_ink']:.2f} of ink)"
+        )
+    test = real["mnist-test"]
+    for n in (250, 500):
+        if n <= len(test):
+            floor = measure(torch.from_numpy(test[:n]), None)[args.metric]
+            result.setdefault("floor", {})[str(n)] = floor
+            print(f"  {args.metric} of {n} held-out real digits against the training split: {floor:.3f}")
     atomic.write_json(out / "sweep_cost.json", json.loads(json.dumps(result, default=float)))
 
 
