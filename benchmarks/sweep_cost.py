@@ -168,6 +168,32 @@ def cmd_measure(args) -> None:
             floor = measure(torch.from_numpy(test[:n]), None)[args.metric]
             result.setdefault("floor", {})[str(n)] = floor
             print(f"  {args.metric} of {n} held-out real digits against the training split: {floor:.3f}")
+    # (d) is it the strokes? Make real held-out digits and unguided samples as bold and saturated as
+    # the autoguided ones by a pure intensity map (contrast gain g, clipped), and measure them again.
+    if a in sets:
+        probe = {}
+        print(
+            "\nintensity map x -> min(255, g x) on real held-out digits and on unguided samples (500 each):"
+        )
+        for g in (1.0, 1.1, 1.2, 1.3, 1.5):
+            row = {}
+            for name, imgs in (("held-out", test[:500]), ("unguided", sets[a]["images"][:500])):
+                mapped = np.minimum(255.0, imgs.astype(np.float64) * g).round().astype(np.uint8)
+                x = mapped.astype(np.float64)
+                row[name] = {
+                    args.metric: measure(torch.from_numpy(mapped), None)[args.metric],
+                    "ink": float((x > 128).mean()),
+                    "saturated": float((x >= 250).mean()),
+                }
+            probe[str(g)] = row
+            print(
+                f"  g {g:.1f}: "
+                + "; ".join(
+                    f"{k} {v[args.metric]:.2f} (ink {v['ink']:.3f}, saturated {v['saturated']:.3f})"
+                    for k, v in row.items()
+                )
+            )
+        result["intensity_probe"] = probe
     atomic.write_json(out / "sweep_cost.json", json.loads(json.dumps(result, default=float)))
 
 
