@@ -41,6 +41,8 @@ def mnist_uint8(split: str) -> torch.Tensor:
 def image_set(name: str, work: Path) -> torch.Tensor:
     if name in ("train", "test"):
         return mnist_uint8(name)
+    if name == "train9":  # every 9th training image (500; the split is sorted by class, so balanced)
+        return mnist_uint8("train")[::9].contiguous()
     if name == "blur":
         x = mnist_uint8("test").numpy().astype(np.float64)
         y = gaussian_filter(x, sigma=(0, 1.0, 1.0, 0), mode="constant")
@@ -65,13 +67,15 @@ def cmd_features(args) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     for name in args.sets.split(","):
         images = image_set(name, work)
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         feats = [det.features(images[i : i + args.batch]) for i in range(0, len(images), args.batch)]
-        seconds = time.perf_counter() - start
+        seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
         np.save(out_dir / f"{args.detector}-{name}.npy", torch.cat(feats).numpy())
         record = {
             "images": len(images),
             "seconds": seconds,
+            "cpu_seconds": cpu,
+            "images_per_cpu_s": len(images) / cpu,
             "images_per_s": len(images) / seconds,
             "version": det.version,
             "threads": torch.get_num_threads(),
@@ -109,39 +113,92 @@ def cmd_generate(args) -> None:
         print(name, args.count, f"{seconds:.0f} s", flush=True)
 
 
+def cmd_dinov2_throughput(args) -> None:
+    """Time the dinov2 detector with a randomly initialised ViT-L/14 (the real weights are not available
+    offline here): the same architecture and input size, hence the same cost; its features mean nothing."""
+    import tempfile
+
+    from transformers import Dinov2Config, Dinov2Model
+
+    from autoguidance.metrics.detectors.dinov2 import DINOv2Detector
+
+    config = Dinov2Config(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, patch_size=14,
+                          image_size=518)  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp:
+        Dinov2Model(config).save_pretrained(tmp, safe_serialization=True)
+        det = DINOv2Detector(tmp)
+        images = mnist_uint8("test")[: args.count]
+        det.features(images[:1])  # warm-up
+        start = time.perf_counter()
+        for i in range(0, len(images), args.batch):
+            det.features(images[i : i + args.batch])
+        seconds = time.perf_counter() - start
+    record = {
+        "images": len(images),
+        "seconds": seconds,
+        "images_per_s": len(images) / seconds,
+        "version": det.version,
+        "threads": torch.get_num_threads(),
+        "weights": "random (timing only)",
+    }
+    atomic.write_json(Path(args.work) / "features" / "dinov2-throughput.json", record)
+    print("dinov2", json.dumps(record), flush=True)
+
+
+def cmd_ref_file(args) -> None:
+    """Write a reference statistics file (ours) from cached features, for `evaluate --ref-stats`."""
+    from autoguidance.metrics.frechet import FeatureStats
+    from autoguidance.metrics.reference import Reference, save_reference
+
+    work = Path(args.work)
+    feats = torch.from_numpy(np.load(work / "features" / f"{args.detector}-{args.set}.npy"))
+    timing = json.loads((work / "features" / f"{args.detector}-{args.set}.json").read_text())
+    stats = FeatureStats.of(feats)
+    images = image_set(args.set, work)
+    dataset = {"train": "mnist:train", "train9": "mnist:train[::9]", "test": "mnist:test"}.get(
+        args.set, args.set
+    )
+    ref = Reference(args.detector, timing["version"], dataset, images.shape[1], images.shape[3], stats.count,
+                    stats.mean, stats.cov, feats)  # fmt: skip
+    save_reference(args.out, ref)
+    print(f"wrote {args.out}: {ref.describe()}")
+
+
 def cmd_report(args) -> None:
     from autoguidance.metrics.frechet import FeatureStats, frechet_distance
     from autoguidance.metrics.precision_recall import manifold_metrics
 
     work = Path(args.work)
     rows = {}
-    for ref_file in sorted((work / "features").glob("*-train.npy")):
-        det = ref_file.name[: -len("-train.npy")]
-        ref = np.load(ref_file)
-        ref_stats = FeatureStats.of(torch.from_numpy(ref))
-        timing = json.loads((work / "features" / f"{det}-train.json").read_text())
-        rows[det] = {
-            "throughput_images_per_s": timing["images_per_s"],
-            "version": timing["version"],
-            "sets": {},
-        }
-        for f in sorted((work / "features").glob(f"{det}-*.npy")):
-            name = f.name[len(det) + 1 : -len(".npy")]
-            if name == "train":
+    for det in ("classifier", "inception"):
+        for ref_set in ("train", "train9"):  # the whole training split, and every 9th image of it
+            if not (work / "features" / f"{det}-{ref_set}.npy").is_file():
                 continue
-            feats = torch.from_numpy(np.load(f))
-            start = time.perf_counter()
-            stats = FeatureStats.of(feats)
-            fd = frechet_distance(stats, ref_stats)
-            pr = manifold_metrics(torch.from_numpy(ref), feats, k=3)
-            rows[det]["sets"][name] = {
-                "count": len(feats),
-                "reference_count": len(ref),
-                "fd": fd,
-                **pr,
-                "metric_seconds": time.perf_counter() - start,
-            }
-            print(det, name, json.dumps(rows[det]["sets"][name]), flush=True)
+            ref = np.load(work / "features" / f"{det}-{ref_set}.npy")
+            ref_stats = FeatureStats.of(torch.from_numpy(ref))
+            timing = json.loads((work / "features" / f"{det}-{ref_set}.json").read_text())
+            key = f"{det} vs {ref_set}"
+            rows[key] = {"version": timing["version"], "reference_count": len(ref), "sets": {}}
+            for f in sorted((work / "features").glob(f"{det}-*.npy")):
+                name = f.name[len(det) + 1 : -len(".npy")]
+                if name in ("train", "train9"):
+                    continue
+                feats = torch.from_numpy(np.load(f))
+                start = time.perf_counter()
+                fd = frechet_distance(FeatureStats.of(feats), ref_stats)
+                pr = manifold_metrics(torch.from_numpy(ref), feats, k=3)
+                rows[key]["sets"][name] = {
+                    "count": len(feats),
+                    "fd": fd,
+                    **pr,
+                    "metric_seconds": time.perf_counter() - start,
+                    "features": json.loads((work / "features" / f"{det}-{name}.json").read_text()),
+                }
+                print(
+                    key,
+                    name,
+                    json.dumps({k: v for k, v in rows[key]["sets"][name].items() if k != "features"}),
+                )
     path = Path(__file__).parent / "results" / "metrics_mnist.json"
     atomic.write_json(path, rows)
     print(f"wrote {path}")
@@ -162,8 +219,18 @@ def main() -> None:
     g.add_argument("--count", type=int, default=500)
     g.add_argument("--batch", type=int, default=50)
     sub.add_parser("report")
+    r = sub.add_parser("ref-file")
+    r.add_argument("--detector", required=True)
+    r.add_argument("--set", required=True)
+    r.add_argument("--out", required=True)
+    t = sub.add_parser("dinov2-throughput")
+    t.add_argument("--count", type=int, default=16)
+    t.add_argument("--batch", type=int, default=8)
     args = parser.parse_args()
-    {"features": cmd_features, "generate": cmd_generate, "report": cmd_report}[args.cmd](args)
+    commands = {"features": cmd_features, "generate": cmd_generate, "report": cmd_report}
+    commands["dinov2-throughput"] = cmd_dinov2_throughput
+    commands["ref-file"] = cmd_ref_file
+    commands[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ module that defines it.
 
 from __future__ import annotations
 
+import _compat_pickle
 import importlib
 import io
 import os
@@ -70,6 +71,11 @@ class RestrictedUnpickler(pickle.Unpickler):
         self.source = source
 
     def find_class(self, module: str, name: str) -> Any:
+        # Protocols 0-2 write Python 2 names (__builtin__.set); map them as pickle's own find_class does.
+        # The allowlist check comes after, on the Python 3 name.
+        if (module, name) in _compat_pickle.NAME_MAPPING:
+            module, name = _compat_pickle.NAME_MAPPING[(module, name)]
+        module = _compat_pickle.IMPORT_MAPPING.get(module, module)
         key = (module, name)
         if isinstance(self.allowed, Mapping):
             if key in self.allowed:

@@ -67,6 +67,13 @@ def _builtin_name(ref: str) -> str | None:
     "cached, or a statistics file (.safetensors from this package, or an EDM2 .pkl).",
 )
 @click.option(
+    "--ref-stats",
+    "ref_stats",
+    multiple=True,
+    help="A statistics file for one detector (ours: .safetensors; EDM2: .pkl), used instead of --ref for "
+    "that detector. Repeatable.",
+)
+@click.option(
     "--metrics",
     "metrics_text",
     default=DEFAULT_METRICS,
@@ -91,6 +98,7 @@ def evaluate(
     class_label: int | None,
     steps: int,
     ref: str,
+    ref_stats: tuple[str, ...],
     metrics_text: str,
     inception_weights: str | None,
     dinov2_weights: str | None,
@@ -133,7 +141,7 @@ def evaluate(
         show = (sys.stderr.isatty() if progress is None else progress) and d.is_main
         # --- detectors: weights are checked (one line) before any image is made -----------------------
         det_names = evaluation.detectors_for(metrics)
-        dataset_for_classifier = builtin if not ref_is_file else None
+        dataset_for_classifier = builtin if not ref_is_file else _dataset_of_file(ref)
         detectors = {
             n: make_detector(
                 n,
@@ -205,7 +213,10 @@ def evaluate(
         for n, det in detectors.items():
             if n == "classifier" and set(metrics) & set(evaluation.METRICS) == {"classes"}:
                 continue  # class agreement alone needs no reference statistics
-            if ref_is_file:
+            stats_file = _stats_file_for(ref_stats, n)
+            if stats_file is not None:
+                r = load_reference(stats_file, n)
+            elif ref_is_file:
                 r = load_reference(ref, n)
             else:
                 r = dataset_reference(ref, det, batch=batch, progress=show)
@@ -231,6 +242,7 @@ def evaluate(
             "command": "evaluate",
             "config": {
                 "ref": ref,
+                "ref_stats": list(ref_stats),
                 "metrics": metrics,
                 "batch": batch,
                 "device": str(dev),
@@ -246,6 +258,7 @@ def evaluate(
             "metrics": results,
             "timings": {
                 "total_s": time.perf_counter() - t_start,
+                "process_cpu_s": time.process_time(),  # rank 0's CPU time: wall time on a shared CPU misleads
                 "reference_s": reference_s,
                 "evaluate_s": eval_s,
                 "metrics_s": metrics_s,
@@ -260,6 +273,33 @@ def evaluate(
         d.close()
 
 
+def _stats_file_for(files: tuple[str, ...], detector: str) -> str | None:
+    """The first of `files` that holds statistics for `detector` (None if none does)."""
+    from ..checkpoint import read_metadata
+    from ..metrics.reference import EDM2_KEYS
+    from ..safe_pickle import load as restricted_load
+
+    for f in files:
+        if not Path(f).is_file():
+            raise UserInputError(f"reference statistics file {f!r} does not exist")
+        if Path(f).suffix == ".pkl":
+            data = restricted_load(f)
+            if isinstance(data, dict) and EDM2_KEYS.get(detector) in data:
+                return f
+        elif read_metadata(f, label="reference statistics").get("detector") == detector:
+            return f
+    return None
+
+
+def _dataset_of_file(ref: str) -> str | None:
+    """The built-in dataset a reference file of ours was made from ('mnist' for 'mnist:train'), if any."""
+    if Path(ref).suffix != ".safetensors" or not Path(ref).is_file():
+        return None
+    from ..checkpoint import read_metadata
+
+    return _builtin_name(str(read_metadata(ref, label="reference statistics").get("dataset", "")))
+
+
 def _summary(results: dict) -> str:
     parts = []
     for name, value in results.items():
@@ -269,7 +309,7 @@ def _summary(results: dict) -> str:
             if value["agreement"] is not None:
                 parts.append(f"class agreement {value['agreement']:.3f}")
         else:
-            parts.append(" ".join(f"{k} {v:.3f}" for k, v in value.items()))
+            parts.append(f"{name}: " + " ".join(f"{k} {v:.3f}" for k, v in value.items()))
     return "; ".join(parts)
 
 

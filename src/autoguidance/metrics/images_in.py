@@ -7,11 +7,14 @@ batches dealt out in turn), so that each process sees exactly the batches a sing
 
 from __future__ import annotations
 
+import json
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from ..data.folder import LABELS_FILE, _decode, _is_image, _open_source, _parse_labels
@@ -31,6 +34,27 @@ class FolderInfo:
     shape: tuple[int, int, int]  # (H, W, C) of the first image; all must match
 
 
+GENERATE_FILE = "generate.json"  # what `autoguidance generate` writes beside its PNGs
+
+
+def _generated_labels(data: bytes, files: list[str]) -> tuple[np.ndarray, int] | None:
+    """Intended classes from `autoguidance generate`'s generate.json ({"labels": {seed: class}}) for files
+    named seedNNNNNN.png; None when the folder is not exactly that (then no agreement is reported)."""
+    try:
+        labels = json.loads(data).get("labels")
+    except (ValueError, AttributeError):
+        return None
+    if not isinstance(labels, dict):
+        return None
+    out = []
+    for f in files:
+        m = re.fullmatch(r"seed(\d+)\.png", f)
+        if m is None or str(int(m.group(1))) not in labels:
+            return None
+        out.append(int(labels[str(int(m.group(1)))]))
+    return np.array(out, dtype=np.int64), max(out) + 1
+
+
 def scan_folder(path: str | os.PathLike) -> FolderInfo:
     """List the images of a directory or .zip (sorted) and read the first one's shape; check dataset.json."""
     p = Path(path)
@@ -41,6 +65,8 @@ def scan_folder(path: str | os.PathLike) -> FolderInfo:
         if not files:
             raise UserInputError(f"no PNG or JPEG images found in {str(p)!r}")
         parsed = _parse_labels(read(LABELS_FILE), files) if LABELS_FILE in names else None
+        if parsed is None and GENERATE_FILE in names:
+            parsed = _generated_labels(read(GENERATE_FILE), files)
         first = _decode(files[0], read(files[0]))
     labels = None if parsed is None else torch.from_numpy(parsed[0])
     return FolderInfo(files=files, labels=labels, shape=tuple(first.shape))
@@ -63,6 +89,6 @@ def folder_batches(
                         f"images differ: {info.files[0]!r} is {w}x{h}x{c}, {info.files[i]!r} is "
                         f"{arr.shape[1]}x{arr.shape[0]}x{arr.shape[2]}"
                     )
-                arrays.append(torch.from_numpy(arr))
+                arrays.append(torch.from_numpy(np.ascontiguousarray(arr).copy()))
             labels = None if info.labels is None else info.labels[rows]
             yield torch.stack(arrays), labels

@@ -58,6 +58,9 @@ def _load_model(source: str):
         raise UserInputError(
             "the dinov2 detector needs transformers: pip install 'autoguidance[metrics]'"
         ) from None
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # our own progress bar, not one per weight file
     try:
         # local_files_only: never reach the network; use_safetensors: never unpickle a .bin file.
         return Dinov2Model.from_pretrained(source, local_files_only=True, use_safetensors=True)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import os
+import warnings
 from pathlib import Path
 
 import torch
@@ -96,7 +97,9 @@ class InceptionDetector(Detector):
         self.digest = file_digest(path)
         self.device = torch.device(device)
         try:
-            self.net = torch.jit.load(str(path), map_location=self.device).eval()
+            with warnings.catch_warnings():  # torch >= 2.10 calls TorchScript deprecated; it is the format
+                warnings.simplefilter("ignore", DeprecationWarning)
+                self.net = torch.jit.load(str(path), map_location=self.device).eval()
         except Exception as e:  # not a zip, not TorchScript, truncated: torch raises several types
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise UserInputError(
