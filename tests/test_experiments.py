@@ -310,3 +310,28 @@ def test_sweep_under_torchrun_equals_one_process(nets, tmp_path, torchrun):
         )
         rows[nproc] = sorted((r.key, r.value, r.metrics["n"]) for r in ResultStore(store).rows("p"))
     assert len(rows[1]) == 2 and rows[1] == rows[2]  # seeds sharded over 2 processes: the same images
+
+
+def test_metrics_measure_flattens_the_metrics_package(tmp_path, monkeypatch):
+    from autoguidance.data import load_builtin
+    from autoguidance.experiments.measure import MetricsMeasure, direction_of
+    from autoguidance.images import to_uint8
+
+    monkeypatch.setenv("AUTOGUIDANCE_CACHE", str(tmp_path))  # the digits classifier is trained here
+    data = load_builtin("digits", split="test")
+    images = to_uint8(data.images)
+    m = MetricsMeasure(["fd_classifier", "pr_classifier.recall", "classes"], reference="digits")
+    real = m(images, data.labels)
+    assert {"fd_classifier", "pr_classifier.precision", "pr_classifier.recall", "classes.agreement"} <= set(
+        real
+    )
+    assert real["classes.agreement"] > 0.8
+    shuffled = m(
+        images, data.labels[torch.randperm(len(data.labels), generator=torch.Generator().manual_seed(0))]
+    )
+    assert shuffled["classes.agreement"] < 0.5 and shuffled["fd_classifier"] == real["fd_classifier"]
+    dark = m((images.float() * 0.5).to(torch.uint8), None)
+    assert dark["fd_classifier"] > 2 * real["fd_classifier"]
+    assert direction_of("pr_classifier.recall") == "maximize" and direction_of("fd_classifier") == "minimize"
+    with pytest.raises(UserInputError, match="unknown metric"):
+        MetricsMeasure(["fd_nothing"])
