@@ -96,12 +96,26 @@ def markdown(summary: dict[str, Any]) -> str:
         others = ", ".join(
             f"{k} {v:.3g}"
             for k, v in sorted(best["metrics"].items())
-            if k != metric and _number(v) is not None and not k.endswith("_s")
+            if k != metric and _number(v) is not None and not k.endswith(("_s", "labelled"))
         )
         lines.append(
             f"| {g['panel']} | {g['label']} | {best['label']} | {best['value']:.4g} | {ratio:.3f} | "
             f"{others or '-'} | {n_done}/{len(g['points'])} |"
         )
+    lines += ["", "All measured points:", "", f"| panel | group | settings | {metric} | other metrics |"]
+    lines.append("| --- | --- | --- | --- | --- |")
+    for g in summary["groups"]:
+        for p in g["points"]:
+            if p["value"] is None:
+                continue
+            others = ", ".join(
+                f"{k} {v:.3g}"
+                for k, v in sorted(p["metrics"].items())
+                if k != metric and _number(v) is not None and not k.endswith(("_s", "labelled"))
+            )
+            lines.append(
+                f"| {g['panel']} | {g['label']} | {p['label']} | {p['value']:.4g} | {others or '-'} |"
+            )
     if summary.get("notes"):
         lines += ["", *(f"- {k}: {v}" for k, v in summary["notes"].items())]
     return "\n".join(lines) + "\n"
