@@ -102,6 +102,28 @@ def _is_duplicate(study, trial) -> bool:
     return False
 
 
+def _claim(store: ResultStore, study, trial, metric: str, reuse: bool):
+    """Take a popped trial: None when it is not ours to measure (a fresh trial because the queue ran
+    empty, or a duplicate), (config, metrics) when copied from another study, else its config."""
+    S = _states()
+    if "key" not in trial.user_attrs:  # another worker emptied the queue between our look and ask
+        study.tell(trial, state=S.FAIL)
+        return None
+    study._storage.set_trial_user_attr(trial._trial_id, "worker", worker_identity())
+    if _is_duplicate(study, trial):
+        study._storage.set_trial_user_attr(trial._trial_id, "dropped", "duplicate")
+        study.tell(trial, state=S.FAIL)
+        return None
+    config = trial.user_attrs["config"]
+    found = store.lookup(trial.user_attrs["key"], metric) if reuse else None
+    if found is not None:  # measured by another experiment in this store: copy, do not redo
+        study._storage.set_trial_user_attr(trial._trial_id, "metrics", found.metrics)
+        study._storage.set_trial_user_attr(trial._trial_id, "info", found.info)
+        study.tell(trial, float(found.metrics[metric]))
+        return config, found.metrics
+    return config
+
+
 def run_sweep(
     store: ResultStore,
     name: str,
@@ -151,23 +173,16 @@ def run_sweep(
                 time.sleep(poll_s)  # others are still running the rest
                 continue
         trial = study.ask()
-        if "key" not in trial.user_attrs:  # another worker emptied the queue between our look and ask
-            study.tell(trial, state=S.FAIL)
+        try:
+            config = _claim(store, study, trial, metric, reuse)
+        except _optuna().exceptions.UpdateFinishedTrialError:
+            continue  # failed meanwhile by another worker that took it for stale: it is enqueued again
+        if config is None:
             continue
-        study._storage.set_trial_user_attr(trial._trial_id, "worker", worker_identity())
-        if _is_duplicate(study, trial):
-            study._storage.set_trial_user_attr(trial._trial_id, "dropped", "duplicate")
-            study.tell(trial, state=S.FAIL)
-            continue
-        config = trial.user_attrs["config"]
-        found = store.lookup(trial.user_attrs["key"], metric) if reuse else None
-        if found is not None:  # measured by another experiment in this store: copy, do not redo
-            study._storage.set_trial_user_attr(trial._trial_id, "metrics", found.metrics)
-            study._storage.set_trial_user_attr(trial._trial_id, "info", found.info)
-            study.tell(trial, float(found.metrics[metric]))
+        if isinstance(config, tuple):  # copied from another study of the store
             copied += 1
             if on_result is not None:
-                on_result(config, found.metrics)
+                on_result(*config)
             continue
         try:
             with _Heartbeat(store, trial._trial_id):
