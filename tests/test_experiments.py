@@ -335,3 +335,19 @@ def test_metrics_measure_flattens_the_metrics_package(tmp_path, monkeypatch):
     assert direction_of("pr_classifier.recall") == "maximize" and direction_of("fd_classifier") == "minimize"
     with pytest.raises(UserInputError, match="unknown metric"):
         MetricsMeasure(["fd_nothing"])
+
+
+def test_a_later_run_of_an_experiment_joins_its_plan(tmp_path):
+    from autoguidance.experiments.plan import load_plan, save_plan
+
+    store = ResultStore(tmp_path / "p.db")
+    a = {"kind": "none", "main_run": "/m", "steps": 2, "samples": 2, "seed0": 0}
+    b = {**a, "kind": "autoguidance", "guide_run": "/g", "w": 2.0}
+    save_plan(store, Plan("table1", "mean", [Group("no guidance", "w", [a], "cond")]))
+    save_plan(
+        store, Plan("table1", "mean", [Group("ag", "w", [b], "cond"), Group("no guidance", "w", [a], "cond")])
+    )
+    plan = load_plan(store, "table1")
+    assert [(g.label, len(g.configs)) for g in plan.groups] == [("no guidance", 1), ("ag", 1)]
+    with pytest.raises(UserInputError, match="measures mean"):
+        save_plan(store, Plan("table1", "other", [Group("x", "w", [a])]))

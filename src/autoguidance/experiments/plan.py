@@ -81,9 +81,33 @@ def read_thumbnails(text: str) -> np.ndarray:
     return np.stack([strip[:, i : i + h] for i in range(0, strip.shape[1], h)])
 
 
-def save_plan(store: ResultStore, plan: Plan) -> None:
+def merge_plans(old: Plan, new: Plan) -> Plan:
+    """The union of two runs of one experiment (say, other rows or more w later): groups matched by
+    panel and label, their configurations joined in order, new groups appended."""
+    groups = [Group(g.label, g.x, list(g.configs), g.panel) for g in old.groups]
+    index = {(g.panel, g.label): g for g in groups}
+    for g in new.groups:
+        if (g.panel, g.label) not in index:
+            index[(g.panel, g.label)] = Group(g.label, g.x, [], g.panel)
+            groups.append(index[(g.panel, g.label)])
+        have = index[(g.panel, g.label)]
+        keys = {canonical_key(c) for c in have.configs}
+        have.configs += [c for c in g.configs if canonical_key(c) not in keys]
+    return Plan(new.name, new.metric, groups, {**old.notes, **new.notes})
+
+
+def save_plan(store: ResultStore, plan: Plan) -> Plan:
+    """Store the plan, joined with the one already stored under its name; returns what was stored."""
     study = store.study(plan.name, direction_of(plan.metric))
+    if "plan" in study.user_attrs:
+        old = Plan.from_json(study.user_attrs["plan"])
+        if old.metric != plan.metric:
+            raise UserInputError(
+                f"experiment {plan.name!r} in {store.url} measures {old.metric}, not {plan.metric}: use another store"
+            )
+        plan = merge_plans(old, plan)
     study.set_user_attr("plan", plan.to_json())
+    return plan
 
 
 def load_plan(store: ResultStore, name: str) -> Plan:
@@ -99,7 +123,8 @@ def load_plan(store: ResultStore, name: str) -> Plan:
 
 
 def run_plan(store: ResultStore, plan: Plan, evaluate, *, wait: bool = True, on_result=None) -> SweepResult:
-    """Save the plan and measure its configurations not yet in the store (resumable, shareable)."""
+    """Save the plan (joined with a stored one of the same name) and measure the configurations of this
+    plan not yet in the store (resumable, shareable)."""
     save_plan(store, plan)
     return run_sweep(
         store,
