@@ -103,7 +103,8 @@ def save_plan(store: ResultStore, plan: Plan) -> Plan:
         old = Plan.from_json(study.user_attrs["plan"])
         if old.metric != plan.metric:
             raise UserInputError(
-                f"experiment {plan.name!r} in {store.url} measures {old.metric}, not {plan.metric}: use another store"
+                f"experiment {plan.name!r} in {store.url} measures {old.metric}, not {plan.metric}: "
+                "use another store"
             )
         plan = merge_plans(old, plan)
     study.set_user_attr("plan", plan.to_json())
