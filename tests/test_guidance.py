@@ -124,3 +124,38 @@ def test_bad_weights_are_rejected(w):
 def test_bad_intervals_are_rejected(interval):
     with pytest.raises(UserInputError):
         autoguidance(Counting(1), Counting(1), 2.0, interval=interval)
+
+
+def test_interval_is_decided_once_per_sampler_step():
+    # Kynkaanniemi et al. 2024 apply the interval per step: the step from sigma_i is guided in both its
+    # Euler and Heun-correction evaluations when lo < sigma_i <= hi, and not at all otherwise, even where
+    # sigma_{i+1} (or sigma_i) lies on the other side of an edge.
+    from autoguidance import sample
+
+    sigmas = torch.tensor([3.0, 2.0, 1.0, 0.5, 0.0], dtype=torch.float64)
+    lo, hi = 1.0, 2.5  # steps from 2.0 is inside (its correction at 1.0 = lo is not); 1.0 is outside
+    main, guide = Counting(1.0), Counting(0.5)
+    guided = autoguidance(main, guide, 2.0, interval=(lo, hi))
+    assert guided.at_step(2.5) is not guided.main and guided.at_step(1.0) is guided.main
+    assert guided.at_step(3.0) is guided.main and guided.at_step(1.0000001) is not guided.main
+    x0 = torch.randn(4, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    out = sample(guided, x0, sigmas, solver="heun")
+    assert sorted({float(s[0]) for _, s, _ in guide.calls}) == [1.0, 2.0]  # both evaluations of step 2.0
+
+    # Ground truth: Heun by hand with the step's denoiser fixed from sigma_i.
+    always = autoguidance(Counting(1.0), Counting(0.5), 2.0)
+    x = x0 * sigmas[0]
+    for i in range(len(sigmas) - 1):
+        s, t = float(sigmas[i]), float(sigmas[i + 1])
+        d = always if lo < s <= hi else Counting(1.0)
+        ds = (x - d(x, torch.full((4,), s, dtype=torch.float64))) / s
+        x_next = x + (t - s) * ds
+        if t > 0:
+            dt = (x_next - d(x_next, torch.full((4,), t, dtype=torch.float64))) / t
+            x_next = x + (t - s) * 0.5 * (ds + dt)
+        x = x_next
+    torch.testing.assert_close(out, x)
+    # Euler: the one evaluation per step follows the same rule.
+    guide.calls.clear()
+    sample(guided, x0, sigmas, solver="euler")
+    assert [float(s[0]) for _, s, _ in guide.calls] == [2.0]

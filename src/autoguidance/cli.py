@@ -13,7 +13,7 @@ import sys
 import click
 
 from .atomic import output_error
-from .commands import generate, info, phema, toy, train
+from .commands import experiment, generate, info, phema, sweep, toy, train, tune
 from .commands.evaluate import evaluate as evaluate_command
 from .errors import RunFailedError, UserInputError
 
@@ -24,7 +24,17 @@ def cli() -> None:
     """Guide a diffusion model with a bad version of itself (Karras et al., NeurIPS 2024)."""
 
 
-for _command in (toy.toy, toy.toy_plot, train.train, phema.phema, generate.generate, info.info):
+for _command in (
+    toy.toy,
+    toy.toy_plot,
+    train.train,
+    phema.phema,
+    generate.generate,
+    info.info,
+    sweep.sweep,
+    tune.tune,
+    experiment.experiment,
+):
     cli.add_command(_command)
 cli.add_command(toy.toy_sweep)
 cli.add_command(evaluate_command)

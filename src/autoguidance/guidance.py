@@ -7,6 +7,10 @@ guide is the unconditional model is *classifier-free guidance*; a guide with D_i
 gives naive truncation, D = x + w (D_main - x); two terms interpolate CFG and autoguidance. Guides are
 evaluated only inside the guidance interval sigma_lo < sigma <= sigma_hi (Kynkaanniemi et al. 2024), and
 never for samples outside it or for a term with w = 1. No sampling and no networks live here.
+
+The interval as its authors apply it is decided once per sampler step, from that step's sigma, and both
+evaluations of a Heun step follow the decision: a sampler asks `GuidedDenoiser.at_step(sigma_i)` for the
+step's denoiser. Called directly, a GuidedDenoiser decides per evaluation from the sigma it is given.
 """
 
 from __future__ import annotations
@@ -85,6 +89,7 @@ class GuidedDenoiser:
         self.main = main
         self.terms = [GuideTerm(t.denoiser, check_weight(t.weight)) for t in terms]
         self.interval = check_interval(interval)
+        self._unbounded: GuidedDenoiser | None = None  # this guidance without its interval (at_step)
 
     def active(self, sigma: torch.Tensor) -> torch.Tensor:
         """Boolean (B,) mask of samples whose sigma lies in the guidance interval (lo, hi]."""
@@ -92,6 +97,22 @@ class GuidedDenoiser:
             return torch.ones(sigma.shape, dtype=torch.bool, device=sigma.device)
         lo, hi = self.interval
         return (sigma > lo) & (sigma <= hi)
+
+    def at_step(self, sigma_step: float) -> Denoiser:
+        """The denoiser for one whole sampler step whose schedule sigma is `sigma_step`.
+
+        The guidance interval's per-step rule (Kynkaanniemi et al. 2024, as in their sampler): inside
+        (lo, hi] the step is guided for every evaluation it makes, the Heun correction at sigma_{i+1}
+        included, even where sigma_{i+1} lies outside; outside, the main model alone, guides unevaluated.
+        """
+        if self.interval is None:
+            return self
+        lo, hi = self.interval
+        if not (lo < float(sigma_step) <= hi):
+            return self.main
+        if self._unbounded is None:
+            self._unbounded = GuidedDenoiser(self.main, self.terms, None)
+        return self._unbounded
 
     def __call__(
         self, x: torch.Tensor, sigma: torch.Tensor, cond: torch.Tensor | None = None

@@ -1,6 +1,8 @@
 """Sigma schedules and the EDM samplers (Karras et al. 2022, Algorithm 2), over any denoiser.
 
-The samplers know nothing about guidance: a guided denoiser is just another denoiser.
+The samplers know nothing about guidance: a guided denoiser is just another denoiser. A denoiser that
+makes a decision once per step (the guidance interval, `GuidedDenoiser.at_step`) offers `at_step(sigma_i)`,
+and the sampler uses what it returns for every evaluation of step i.
 """
 
 from __future__ import annotations
@@ -85,8 +87,10 @@ def sample(
     x = latents * sig[0]
     states, denoised = [x], []
 
-    def d_eval(x_in: torch.Tensor, s: float) -> torch.Tensor:
-        return denoiser(x_in, torch.full((batch,), s, dtype=x_in.dtype, device=x_in.device), cond)
+    def d_eval(step_denoiser: Denoiser, x_in: torch.Tensor, s: float) -> torch.Tensor:
+        return step_denoiser(x_in, torch.full((batch,), s, dtype=x_in.dtype, device=x_in.device), cond)
+
+    at_step = getattr(denoiser, "at_step", None)
 
     for i in tqdm(range(n), disable=None if progress else True, desc="sampling", leave=False):
         s_cur, s_next = sig[i], sig[i + 1]
@@ -99,13 +103,15 @@ def sample(
         if gamma > 0:
             eps = streams.randn(x.shape[1:], device=x.device, dtype=x.dtype)
             x_hat = x + math.sqrt(s_hat**2 - s_cur**2) * churn.s_noise * eps
+        # One denoiser for the whole step, decided from the step's schedule sigma_i (guidance interval).
+        step_denoiser = at_step(s_cur) if at_step is not None else denoiser
         # Euler step along dx/dsigma = (x - D) / sigma (EDM eq. 4 with sigma(t) = t).
-        d_hat = d_eval(x_hat, s_hat)
+        d_hat = d_eval(step_denoiser, x_hat, s_hat)
         slope = (x_hat - d_hat) / s_hat
         x_next = x_hat + (s_next - s_hat) * slope
         # Heun's second-order correction, skipped on the last step to sigma = 0.
         if solver == "heun" and s_next > 0:
-            slope_next = (x_next - d_eval(x_next, s_next)) / s_next
+            slope_next = (x_next - d_eval(step_denoiser, x_next, s_next)) / s_next
             x_next = x_hat + (s_next - s_hat) * 0.5 * (slope + slope_next)
         x = x_next
         if return_trajectory:

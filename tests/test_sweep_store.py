@@ -1,0 +1,126 @@
+"""The sweep engine on a synthetic objective: killed and resumed = uninterrupted, two workers split the
+work without duplicates, empty grids are refused."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+pytest.importorskip("optuna")
+
+from autoguidance.errors import UserInputError  # noqa: E402
+from autoguidance.experiments.store import ResultStore  # noqa: E402
+from autoguidance.experiments.sweep import run_sweep  # noqa: E402
+
+CONFIGS = [{"w": w, "ema": e} for w in (1.0, 1.5, 2.0, 2.5, 3.0) for e in (0.05, 0.1)]
+
+WORKER = textwrap.dedent(
+    """
+    import sys, time
+    from autoguidance.experiments.store import ResultStore
+    from autoguidance.experiments.sweep import run_sweep
+    configs = [{"w": w, "ema": e} for w in (1.0, 1.5, 2.0, 2.5, 3.0) for e in (0.05, 0.1)]
+    delay = float(sys.argv[2])
+    def evaluate(c):
+        time.sleep(delay)
+        return {"metrics": {"fd": (c["w"] - 2.0) ** 2 + 10 * c["ema"], "n": 7}}
+    store = ResultStore(sys.argv[1], heartbeat_s=1, grace_s=60)
+    run_sweep(store, "s", configs, evaluate, "fd")
+    """
+)
+
+
+def objective(c):
+    return {"metrics": {"fd": (c["w"] - 2.0) ** 2 + 10 * c["ema"], "n": 7}}
+
+
+def table(store_path):
+    rows = ResultStore(store_path).rows("s")
+    return sorted((r.key, r.value, r.metrics["n"]) for r in rows)
+
+
+def start_worker(tmp_path, store_path, delay):
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, str(script), str(store_path), str(delay)], env=env)
+
+
+def test_uninterrupted_sweep_holds_each_configuration_once(tmp_path):
+    store = ResultStore(tmp_path / "a.db")
+    done = run_sweep(store, "s", CONFIGS, objective, "fd")
+    assert (done.evaluated, done.skipped, done.total) == (10, 0, 10)
+    assert len(table(tmp_path / "a.db")) == 10
+    again = run_sweep(store, "s", CONFIGS, objective, "fd")  # nothing left: nothing redone
+    assert (again.evaluated, again.skipped) == (0, 10)
+    assert len(store.rows("s")) == 10
+
+
+def test_killed_sweep_resumes_to_the_rows_of_an_uninterrupted_one(tmp_path):
+    reference = ResultStore(tmp_path / "ref.db")
+    run_sweep(reference, "s", CONFIGS, objective, "fd")
+    path = tmp_path / "killed.db"
+    proc = start_worker(tmp_path, path, delay=0.5)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
+        if path.exists():
+            try:
+                if len(ResultStore(path).rows("s")) >= 3:
+                    break
+            except UserInputError:
+                pass  # the study is not created yet
+    proc.send_signal(signal.SIGKILL)  # midway, most likely inside an evaluation
+    proc.wait()
+    partial = table(path)
+    assert 3 <= len(partial) < 10
+    # The killed worker's unfinished configuration is redone at once: its process is gone (same host).
+    resumed = run_sweep(ResultStore(path, heartbeat_s=1, grace_s=60), "s", CONFIGS, objective, "fd")
+    assert resumed.skipped == len(partial) and resumed.evaluated == 10 - len(partial)
+    assert table(path) == table(tmp_path / "ref.db")
+
+
+def test_two_workers_share_a_store_without_duplicates(tmp_path):
+    path = tmp_path / "shared.db"
+    ResultStore(path).study("s")  # create the schema once, before the two workers race for it
+    workers = [start_worker(tmp_path, path, delay=0.3) for _ in range(2)]
+    for w in workers:
+        assert w.wait(timeout=180) == 0
+    rows = ResultStore(path).rows("s")
+    assert len(rows) == 10 and len({r.key for r in rows}) == 10
+    assert len({r.info["worker"]["pid"] for r in rows}) == 2  # both did some of the work
+    reference = ResultStore(tmp_path / "ref.db")
+    run_sweep(reference, "s", CONFIGS, objective, "fd")
+    assert table(path) == table(tmp_path / "ref.db")
+
+
+def test_empty_grid_is_refused(tmp_path):
+    with pytest.raises(UserInputError, match="no configurations"):
+        run_sweep(ResultStore(tmp_path / "e.db"), "s", [], objective, "fd")
+
+
+def test_store_that_is_a_folder_is_refused(tmp_path):
+    with pytest.raises(UserInputError, match="folder"):
+        ResultStore(tmp_path)
+
+
+def test_configuration_measured_by_another_study_is_copied_not_redone(tmp_path):
+    store = ResultStore(tmp_path / "x.db")
+    run_sweep(store, "first", CONFIGS[:3], objective, "fd")
+    calls = []
+
+    def counting(c):
+        calls.append(c)
+        return objective(c)
+
+    done = run_sweep(store, "second", CONFIGS[:5], counting, "fd")
+    assert (done.evaluated, done.copied) == (2, 3) and len(calls) == 2  # three copied from "first"
+    rows = {r.key: r for r in store.rows("second")}
+    assert sum(r.info.get("copied_from") == "first" for r in rows.values()) == 3
+    assert sorted(r.value for r in rows.values()) == sorted(
+        objective(c)["metrics"]["fd"] for c in CONFIGS[:5]
+    )
