@@ -218,15 +218,16 @@ def weak_guide(net: nn.Module, spec: str, seed: int = 0) -> nn.Module:
         raise UserInputError(
             f"bad weak guide {spec!r}: expected KIND:VALUE with KIND one of {', '.join(WEAK_GUIDE_KINDS)}"
         )
-    try:
+    if kind in ("dropout", "input-noise", "quantize"):
+        try:
+            number = int(value) if kind == "quantize" else float(value)
+        except ValueError:
+            raise UserInputError(f"bad weak guide {spec!r}: {value!r} is not a number") from None
         if kind == "dropout":
-            return DropoutGuide(net, float(value), seed)
+            return DropoutGuide(net, number, seed)
         if kind == "input-noise":
-            return InputNoiseGuide(net, float(value), seed)
-        if kind == "quantize":
-            return QuantizedGuide(net, int(value))
-    except ValueError:
-        raise UserInputError(f"bad weak guide {spec!r}: {value!r} is not a number") from None
+            return InputNoiseGuide(net, number, seed)
+        return QuantizedGuide(net, number)
     if kind == "skip":
         return SkipBlocksGuide(net, [n.strip() for n in value.split("+") if n.strip()])
     return LowPrecision(net, parse_dtype(value))
