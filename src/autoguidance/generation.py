@@ -77,6 +77,9 @@ def _with_uncond(
     if net.config.label_dim == 0:
         raise UserInputError("an unconditional guide for CFG needs a class-conditional main network")
     check_compatible(net.config, uncond.config, "unconditional guide")
+    if uncond.config.label_dim != 0:
+        classes = uncond.config.label_dim
+        raise UserInputError(f"the CFG guide must be unconditional (label_dim=0); it has {classes} classes")
     terms = [GuideTerm(without_condition(uncond), w_u)]
     if guide is not None:
         check_compatible(net.config, guide.config)
