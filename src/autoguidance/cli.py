@@ -10,7 +10,7 @@ import sys
 
 import click
 
-from .commands import generate, info, phema, toy, train
+from .commands import diffusers_generate, generate, info, phema, toy, train
 from .errors import UserInputError
 
 
@@ -20,7 +20,15 @@ def cli() -> None:
     """Guide a diffusion model with a bad version of itself (Karras et al., NeurIPS 2024)."""
 
 
-for _command in (toy.toy, toy.toy_plot, train.train, phema.phema, generate.generate, info.info):
+for _command in (
+    toy.toy,
+    toy.toy_plot,
+    train.train,
+    phema.phema,
+    generate.generate,
+    info.info,
+    diffusers_generate.generate_diffusers_command,
+):
     cli.add_command(_command)
 
 

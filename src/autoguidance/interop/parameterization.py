@@ -20,7 +20,8 @@ sense; the sampler's x is x_t / a. A wrapper therefore (1) maps sigma to the mod
 Timesteps are multiplied by `timestep_scale` for models trained on t in [0, 1000] (diffusers' flow
 transformers). `cond` passes through to the model untouched, so any conditioning works (class labels,
 text embeddings, dicts of added conditions); `null_cond` is what the model gets when called with
-cond=None (the unconditional branch of CFG: a null label, an empty-prompt embedding).
+cond=None (the unconditional branch of CFG: a null label, an empty-prompt embedding), or a function of
+the batch x that makes it (a null label per sample).
 """
 
 from __future__ import annotations
@@ -203,7 +204,9 @@ class PredictionDenoiser(nn.Module):
         s = expand_sigma(sigma, x)
         x_t = self.schedule.scale(s) * x
         t = self.schedule.timestep(sigma) * self.timestep_scale
-        out = self.call_model(x_t, t, self.null_cond if cond is None else cond)
+        if cond is None:  # the unconditional branch: a fixed null condition, or one made per batch
+            cond = self.null_cond(x) if callable(self.null_cond) else self.null_cond
+        out = self.call_model(x_t, t, cond)
         if out.shape != x.shape:
             raise UserInputError(f"the model returned shape {tuple(out.shape)} for input {tuple(x.shape)}")
         return x0_from_prediction(self.prediction, out.to(x.dtype), x, sigma, self.schedule)
