@@ -12,7 +12,12 @@ import torch
 
 from autoguidance.cli import main as cli_main
 from autoguidance.errors import UserInputError
-from autoguidance.interop.edm2_convert import load_edm2_pickle, qkv_to_edm2
+from autoguidance.interop.edm2_convert import (
+    build_edm2_network,
+    edm2_net_config,
+    load_edm2_pickle,
+    qkv_to_edm2,
+)
 from autoguidance.interop.edm2_pickle import read_edm2_pickle
 from autoguidance.nets.unet import Block
 
@@ -163,3 +168,14 @@ def test_weights_not_matching_arguments_refused(tmp_path):
     path = _write(tmp_path, _random_net(config), {**_kwargs(config), "model_channels": 128})
     with pytest.raises(UserInputError, match="shape|missing"):
         load_edm2_pickle(path)
+
+
+@pytest.mark.parametrize(("width", "millions"), [(128, 124.7), (192, 280.2)])
+def test_edm2_defaults_give_published_sizes(width, millions):
+    # EDM2 (Karras et al. 2024, Table 2): XS 125M and S 280M parameters at ImageNet-512. Built from
+    # only the arguments EDM2's released pickles store, our network has exactly those sizes.
+    kwargs = dict(img_resolution=64, img_channels=4, label_dim=1000, model_channels=width)
+    config, _ = edm2_net_config(kwargs)
+    with torch.device("meta"):  # shapes only: no memory, no initialisation cost
+        net = build_edm2_network(config)
+    assert round(sum(p.numel() for p in net.parameters()) / 1e6, 1) == millions
