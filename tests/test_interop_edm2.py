@@ -179,3 +179,34 @@ def test_edm2_defaults_give_published_sizes(width, millions):
     with torch.device("meta"):  # shapes only: no memory, no initialisation cost
         net = build_edm2_network(config)
     assert round(sum(p.numel() for p in net.parameters()) / 1e6, 1) == millions
+
+
+def test_numpy_object_arrays_refused(tmp_path):
+    import numpy as np
+
+    config = _config()
+    enc = Persistent("StandardRGBEncoder", table=np.array([print, 1], dtype=object))
+    path = _write(tmp_path, _random_net(config), _kwargs(config), extra={"encoder": enc})
+    with pytest.raises(UserInputError, match="refusing to load builtins.print|not allowed"):
+        load_edm2_pickle(path)
+
+
+def test_numpy_arrays_round_trip_exactly():
+    import pickle
+
+    import numpy as np
+
+    from autoguidance.interop.edm2_pickle import _loads
+
+    values = {
+        "f": np.arange(6, dtype=np.float32).reshape(2, 3),
+        "fortran": np.asfortranarray(np.arange(6.0).reshape(2, 3)),
+        "big_endian": np.arange(3, dtype=">i4"),
+        "scalar": np.float64(0.125),
+    }
+    for protocol in (2, 4, 5):
+        got = _loads(pickle.dumps(values, protocol=protocol))
+        for key in ("f", "fortran", "big_endian"):
+            arr = got[key].to_numpy()
+            assert arr.dtype == values[key].dtype and np.array_equal(arr, values[key])
+        assert got["scalar"] == 0.125

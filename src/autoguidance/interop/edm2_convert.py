@@ -26,7 +26,7 @@ import torch
 from ..errors import UserInputError
 from ..nets.precond import EDM2Denoiser, NetConfig
 from ..nets.unet import ATTN_BALANCE, CLIP_ACT, RES_BALANCE, Block
-from .edm2_pickle import PersistentRecord, PlainRecord, read_edm2_pickle
+from .edm2_pickle import ArrayRecord, PersistentRecord, PlainRecord, read_edm2_pickle
 
 EDM2_CHANNELS_PER_HEAD = 64
 # EDM2's constructor defaults (UNet and Precond), used for arguments a pickle does not store.
@@ -81,6 +81,8 @@ class EDM2Checkpoint:
 
 def _plain(value: Any) -> Any:
     """numpy arrays and scalars in constructor kwargs -> lists and Python numbers."""
+    if isinstance(value, ArrayRecord):
+        value = value.to_numpy()
     if isinstance(value, np.ndarray):
         return value.tolist()
     if isinstance(value, np.generic):

@@ -9,7 +9,8 @@ module source and runs it, i.e. executes whatever the file's author put there.
 `read_edm2_pickle` never does. Its unpickler resolves a short allow-list of globals to inert stand-ins:
 a persistent object becomes a `PersistentRecord` (class name + state; the source text is kept only as a
 hash), plain torch containers become `PlainRecord`s, tensors are rebuilt through `torch.load(...,
-weights_only=True)`, numpy arrays through numpy's own reconstructors (object arrays refused). Any other
+weights_only=True)`, numpy arrays and dtypes kept as records of plain numbers and bytes (no object
+arrays, no dtype flags taken from the file) until `ArrayRecord.to_numpy`. Any other
 global (os.system, builtins.eval, an unknown class) raises `UserInputError` naming it, before it could
 be called. Turning the records into the package's network is `edm2_convert.py`'s job.
 """
@@ -132,23 +133,83 @@ def _rebuild_parameter(data: Any, requires_grad: Any = False, *rest: Any) -> tor
     return data  # a plain tensor: we only read the values
 
 
-def _np_reconstruct(subtype: Any, shape: Any, dtype: Any) -> np.ndarray:
-    if subtype is not np.ndarray:
+class NDArrayType:
+    """Stands for numpy.ndarray, the subtype argument of numpy's array reconstructor."""
+
+
+class DTypeRecord:
+    """A numpy dtype as pickled: numpy.dtype(spec, align, copy) then BUILD with its state tuple. Kept as
+    data (never a real dtype whose pickled flags could misdescribe memory) until `to_numpy`."""
+
+    def __init__(self, spec: Any, align: Any = False, copy: Any = False):
+        self.spec = str(spec)
+        self.byteorder = "="
+
+    def __setstate__(self, state: Any) -> None:
+        if not isinstance(state, tuple) or len(state) < 2 or state[1] not in ("<", ">", "|", "="):
+            raise UserInputError("EDM2 pickle: bad numpy dtype state")
+        self.byteorder = state[1]
+
+    def to_numpy(self) -> np.dtype:
+        if self.spec not in _NUMERIC_DTYPES:
+            raise UserInputError(
+                f"EDM2 pickle: numpy dtype {self.spec!r} is not allowed (plain numbers only)"
+            )
+        dt = np.dtype(self.spec)
+        return dt.newbyteorder(self.byteorder) if self.byteorder in "<>" else dt
+
+
+class ArrayRecord:
+    """A numpy array as pickled (reconstruct, then BUILD with (version, shape, dtype, fortran, bytes));
+    `to_numpy` copies the bytes into a fresh array of a plain numeric dtype."""
+
+    def __setstate__(self, state: Any) -> None:
+        if isinstance(state, tuple) and len(state) == 5:
+            state = state[1:]
+        if not (isinstance(state, tuple) and len(state) == 4 and isinstance(state[1], DTypeRecord)):
+            raise UserInputError("EDM2 pickle: bad numpy array state")
+        self.shape, self.dtype, self.fortran, self.data = state
+
+    def to_numpy(self) -> np.ndarray:
+        raw = self.data.encode("latin1") if isinstance(self.data, str) else self.data
+        if not isinstance(raw, bytes):
+            raise UserInputError("EDM2 pickle: numpy array data is not a byte string")
+        shape = tuple(int(d) for d in self.shape)
+        dt = self.dtype.to_numpy()
+        if len(raw) != dt.itemsize * int(np.prod(shape)):
+            raise UserInputError("EDM2 pickle: numpy array data does not match its shape")
+        return np.frombuffer(raw, dtype=dt).reshape(shape, order="F" if self.fortran else "C").copy()
+
+
+_NUMERIC_DTYPES = frozenset(
+    {"b1", "i1", "i2", "i4", "i8", "u1", "u2", "u4", "u8", "f2", "f4", "f8", "c8", "c16", "bool"}
+)
+
+
+def _np_reconstruct(subtype: Any, shape: Any = None, dtype: Any = None) -> ArrayRecord:
+    if subtype is not NDArrayType:
         raise UserInputError("EDM2 pickle: only plain numpy arrays are allowed")
-    return np.ndarray.__new__(np.ndarray, shape, dtype)
+    return ArrayRecord()
 
 
-def _np_dtype(spec: Any, align: Any = False, copy: Any = False) -> np.dtype:
-    dt = np.dtype(spec)
-    if dt.hasobject:
-        raise UserInputError("EDM2 pickle: numpy arrays of Python objects are not allowed")
-    return dt
+def _np_frombuffer(buffer: Any, dtype: Any, shape: Any, order: Any) -> ArrayRecord:
+    """Protocol 5's array form: numpy's _frombuffer(bytes, dtype, shape, order)."""
+    rec = ArrayRecord()
+    if not isinstance(dtype, DTypeRecord) or order not in ("C", "F"):
+        raise UserInputError("EDM2 pickle: bad numpy array")
+    rec.shape, rec.dtype, rec.fortran = shape, dtype, order == "F"
+    rec.data = bytes(buffer) if isinstance(buffer, (bytes, bytearray)) else buffer
+    return rec
 
 
 def _np_scalar(dtype: Any, data: Any = None) -> Any:
-    if not isinstance(dtype, np.dtype) or dtype.hasobject or not isinstance(data, bytes):
+    if not isinstance(dtype, DTypeRecord) or not isinstance(data, (bytes, str)):
         raise UserInputError("EDM2 pickle: bad numpy scalar")
-    return np.frombuffer(data, dtype=dtype, count=1)[0]
+    raw = data.encode("latin1") if isinstance(data, str) else data
+    dt = dtype.to_numpy()
+    if len(raw) != dt.itemsize:
+        raise UserInputError("EDM2 pickle: bad numpy scalar")
+    return np.frombuffer(raw, dtype=dt, count=1)[0].item()
 
 
 def _latin1_bytes(text: Any, encoding: Any = "latin1") -> bytes:
@@ -167,10 +228,11 @@ _ALLOWED: dict[tuple[str, str], Any] = {
     ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
     ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
     ("torch.storage", "_load_from_bytes"): _load_storage_bytes,
-    ("numpy", "ndarray"): np.ndarray,
-    ("numpy", "dtype"): _np_dtype,
+    ("numpy", "ndarray"): NDArrayType,
+    ("numpy", "dtype"): DTypeRecord,
     **{(m, "_reconstruct"): _np_reconstruct for m in _NUMPY_MODULES},
     **{(m, "scalar"): _np_scalar for m in _NUMPY_MODULES},
+    **{(m, "_frombuffer"): _np_frombuffer for m in ("numpy.core.numeric", "numpy._core.numeric")},
     ("copyreg", "_reconstructor"): _reconstructor,
     ("_codecs", "encode"): _latin1_bytes,
     ("torch", "Size"): lambda dims=(): tuple(int(d) for d in dims),
