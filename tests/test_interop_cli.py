@@ -177,6 +177,7 @@ def test_latent_pickle_decodes_through_vae(tmp_path):
         ),
         (["--net", "{main}", "--weak-guide", "skip:unet.nope", "--guidance", "2"], "no module named"),
         (["--net", "{main}", "--guide", "{wide}", "--guidance", "2"], "images"),
+        (["--net", "{main}", "--guide", "{other_classes}", "--guidance", "2"], "3 classes"),
         (["--net", "{main}", "--uncond", "{main}", "--uncond-guidance", "2"], "classes|unconditional"),
         (["--seeds", "0"], "--net"),
     ],
@@ -184,7 +185,9 @@ def test_latent_pickle_decodes_through_vae(tmp_path):
 def test_bad_input_exits_2(tmp_path, capsys, args, needle):
     _pickle(tmp_path / "main.pkl", _cfg(), 0)
     _pickle(tmp_path / "wide.pkl", _cfg(img_channels=4), 1)
-    args = [a.format(main=tmp_path / "main.pkl", wide=tmp_path / "wide.pkl") for a in args]
+    _pickle(tmp_path / "other.pkl", _cfg(label_dim=3), 2)
+    paths = {"main": "main.pkl", "wide": "wide.pkl", "other_classes": "other.pkl"}
+    args = [a.format(**{k: tmp_path / v for k, v in paths.items()}) for a in args]
     assert _run("generate", *args, "--out", str(tmp_path / "o")) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("autoguidance: error:"), err

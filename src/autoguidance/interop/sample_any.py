@@ -47,8 +47,8 @@ def sample_from_seeds(
     *,
     cond: Any = None,
     num_steps: int = 32,
-    sigma_min: float = 0.002,
-    sigma_max: float = 80.0,
+    sigma_min: float | None = None,
+    sigma_max: float | None = None,
     rho: float = 7.0,
     batch_size: int = 16,
     device: str | torch.device = "cpu",
@@ -57,8 +57,15 @@ def sample_from_seeds(
     """Heun samples (N, *shape) float32 on the CPU, or uint8 images (N, H, W, 3) through `codec`.
 
     Pixel-space samples in [-1, 1] are returned as they are; `images.to_uint8` turns them into images.
+    sigma_min / sigma_max default to the wrapped model's schedule range (a `PredictionDenoiser`'s, the
+    upper end capped at EDM's 80), else to EDM's 0.002 and 80.
     """
     seeds = [int(s) for s in seeds]
+    schedule = getattr(getattr(denoiser, "main", denoiser), "schedule", None)
+    if sigma_min is None:
+        sigma_min = schedule.sigma_min if schedule is not None else 0.002
+    if sigma_max is None:
+        sigma_max = min(schedule.sigma_max, 80.0) if schedule is not None else 80.0
     sigmas = edm_sigmas(num_steps, sigma_min, sigma_max, rho)
     out = []
     for start in range(0, len(seeds), batch_size):
