@@ -195,3 +195,15 @@ def test_bad_input_exits_2(tmp_path, capsys, args, needle):
 
     assert re.search(needle, err), err
     assert not (tmp_path / "o").exists()
+
+
+def test_unreachable_file_says_where_to_put_it(tmp_path):
+    from autoguidance.errors import UserInputError
+    from autoguidance.interop.edm2_presets import resolve_file
+
+    url = (tmp_path / "absent" / "edm2-img64-s-1073741-0.045.pkl").as_uri()
+    with pytest.raises(UserInputError, match=r"put the file at .*cache/edm2-img64-s-1073741-0.045.pkl"):
+        resolve_file(url, tmp_path / "cache")
+    assert not [p for p in (tmp_path / "cache").iterdir() if p.name.startswith(".")]  # no partial download
+    with pytest.raises(UserInputError, match="not in the cache"):
+        resolve_file(url, tmp_path / "cache", download=False)
