@@ -180,6 +180,7 @@ def test_latent_pickle_decodes_through_vae(tmp_path):
         (["--net", "{main}", "--guide", "{other_classes}", "--guidance", "2"], "3 classes"),
         (["--net", "{main}", "--uncond", "{main}", "--uncond-guidance", "2"], "classes|unconditional"),
         (["--seeds", "0"], "--net"),
+        (["--net", "{main}", "--uncond-guidance", "2"], "needs --uncond"),
     ],
 )
 def test_bad_input_exits_2(tmp_path, capsys, args, needle):

@@ -190,7 +190,7 @@ def generate(
     t_start = time.perf_counter()
     # --- validate everything before writing anything ------------------------------------------------
     seeds = parse_seeds(seeds_text)
-    interop.check_options(preset, net_path, guide_path, weak_guide_spec, dtype)
+    interop.check_options(preset, net_path, guide_path, weak_guide_spec, dtype, uncond_path, uncond_guidance)
     if steps < 1:
         raise UserInputError(f"--steps must be >= 1, got {steps}")
     if batch < 1:

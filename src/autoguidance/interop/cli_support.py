@@ -15,9 +15,17 @@ from .weak_guides import weak_guide
 
 
 def check_options(
-    preset: str | None, net_path: str | None, guide_path: str | None, weak: str | None, dtype: str
+    preset: str | None,
+    net_path: str | None,
+    guide_path: str | None,
+    weak: str | None,
+    dtype: str,
+    uncond_path: str | None = None,
+    uncond_guidance: float = 1.0,
 ) -> None:
     """Cheap checks before anything is loaded or downloaded."""
+    if uncond_path is None and uncond_guidance != 1.0:
+        raise UserInputError("--uncond-guidance needs --uncond (the unconditional network)")
     if preset is not None:
         get_preset(preset)
     if preset is None and net_path is None:
