@@ -41,6 +41,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=32)
     ap.add_argument("--batch", type=int, default=100)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--save", default=None, help="also write each guide's images and labels here (.npz)")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "weak_guides_mnist.json"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -65,6 +66,10 @@ def main() -> None:
         images, labels = generate_images(
             net, seeds, guide=guide, guidance=w, num_steps=args.steps, batch_size=args.batch
         )
+        if args.save:
+            Path(args.save).mkdir(parents=True, exist_ok=True)
+            name = "".join(c if c.isalnum() or c in "-." else "_" for c in spec)
+            np.savez(Path(args.save) / f"{name}.npz", images=images.numpy(), labels=labels.numpy())
         x = images[..., 0].numpy().astype(np.float32) / 127.5 - 1
         hits, total = int((clf.predict(features(x)) == labels.numpy()).sum()), len(seeds)
         seconds = time.perf_counter() - start
