@@ -41,6 +41,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=32)
     ap.add_argument("--batch", type=int, default=100)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--no-baseline", action="store_true", help="skip the unguided row")
     ap.add_argument("--save", default=None, help="also write each guide's images and labels here (.npz)")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "weak_guides_mnist.json"))
     args = ap.parse_args()
@@ -55,7 +56,8 @@ def main() -> None:
     net, _ = load_any_network(args.net)
     seeds = list(range(args.images))
     rows = {}
-    for spec in ["none", *[s.strip() for s in args.guides.split(";") if s.strip()]]:
+    specs = [s.strip() for s in args.guides.split(";") if s.strip()]
+    for spec in specs if args.no_baseline else ["none", *specs]:
         if spec == "none":
             guide, w = None, 1.0
         elif spec.startswith("file:"):
