@@ -11,6 +11,7 @@ import sys
 import click
 
 from .commands import diffusers_generate, generate, info, phema, toy, train
+from .commands.evaluate import evaluate as evaluate_command
 from .errors import UserInputError
 
 
@@ -30,6 +31,7 @@ for _command in (
     diffusers_generate.generate_diffusers_command,
 ):
     cli.add_command(_command)
+cli.add_command(evaluate_command)
 
 
 def main(argv: list[str] | None = None) -> None:
