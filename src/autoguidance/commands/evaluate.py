@@ -21,11 +21,12 @@ import torch
 from .. import atomic, distributed
 from ..errors import UserInputError
 from ..generation import check_class_label, generate_images, guided_denoiser, shard_seeds
+from ..interop import cli_support as interop
+from ..interop.loading import edm2_decoder, load_any_network
 from ..metrics import evaluation
 from ..metrics.detectors import make_detector
 from ..metrics.images_in import folder_batches, scan_folder
 from ..metrics.reference import dataset_reference, load_reference
-from ..nets.io import load_network
 from ..seeds import parse_seeds
 from .generate import RHO, SIGMA_MAX, SIGMA_MIN, _provenance, parse_interval, parse_weights
 
@@ -87,6 +88,15 @@ def _builtin_name(ref: str) -> str | None:
 @click.option("--batch", type=int, default=64, show_default=True, help="Images per batch per process.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a terminal).")
+@click.option(
+    "--preset", default=None, help="EDM2 configuration (as in generate): its net, guide and weight."
+)
+@click.option("--weak-guide", "weak_guide_spec", default=None, help="Training-free guide (as in generate).")
+@click.option(
+    "--weak-guide-seed", type=int, default=0, show_default=True, help="Seed of a random weak guide."
+)
+@click.option("--dtype", type=click.Choice(["fp32", "fp16", "bf16"]), default="fp32", show_default=True)
+@click.option("--vae", default=None, help="VAE for latent networks (diffusers folder or hub name).")
 @click.option("--out", "out_path", required=True, help="Results JSON file.")
 def evaluate(
     images_path: str | None,
@@ -105,11 +115,21 @@ def evaluate(
     batch: int,
     device: str,
     progress: bool | None,
+    preset: str | None,
+    weak_guide_spec: str | None,
+    weak_guide_seed: int,
+    dtype: str,
+    vae: str | None,
     out_path: str,
 ) -> None:
     """Measure images (a folder/zip, or a model generating on the fly) against a reference."""
     t_start = time.perf_counter()
     # --- validate everything cheap first ---------------------------------------------------------------
+    if preset is not None or weak_guide_spec is not None:  # models from elsewhere (interop)
+        interop.check_options(preset, net_path, guide_path, weak_guide_spec, dtype)
+        net_path, guide_path, guidance_text, _ = interop.apply_preset(
+            preset, net_path, guide_path, guidance_text
+        )
     if (images_path is None) == (net_path is None):
         raise UserInputError(
             "give exactly one of --images (a folder or zip) and --net (a model to generate from)"
@@ -133,7 +153,7 @@ def evaluate(
         if guidance_text is not None and "," in guidance_text:
             raise UserInputError("evaluate takes one guidance weight; run it once per weight")
         interval = parse_interval(interval_text) if interval_text is not None else None
-        if guide_path is not None and guidance_text is None:
+        if (guide_path is not None or weak_guide_spec is not None) and guidance_text is None:
             raise UserInputError("--guide needs --guidance W (for example 2.0; 1 = no guidance)")
     d = distributed.setup(device, backend="gloo")
     try:
@@ -167,11 +187,16 @@ def evaluate(
                 "labelled": info.labels is not None,
             }
         else:
-            net, net_meta = load_network(net_path, device=dev)
-            guide, guide_meta = load_network(guide_path, device=dev) if guide_path else (None, None)
+            net, net_meta = load_any_network(net_path, device=dev)
+            guide, guide_meta = load_any_network(guide_path, device=dev) if guide_path else (None, None)
+            guide = guide or interop.derive_guide(net, weak_guide_spec, weak_guide_seed)
+            net, guide = interop.with_dtype(net, dtype), interop.with_dtype(guide, dtype)
+            decode = edm2_decoder(net_meta, vae, dev)
             check_class_label(net, class_label)
             guided_denoiser(net, guide, w, interval)  # checks guide, w and interval together
             height, channels = net.config.img_resolution, net.config.img_channels
+            if decode is not None:  # latent networks: the Stability VAE decodes 8x larger RGB images
+                height, channels = 8 * height, 3
             total = len(seeds)
             mine = shard_seeds(seeds, d.rank, d.world_size, batch)
 
@@ -189,6 +214,7 @@ def evaluate(
                         sigma_max=SIGMA_MAX,
                         rho=RHO,
                         batch_size=batch,
+                        decode=decode,
                     )
                     yield images, labels
 
@@ -196,6 +222,9 @@ def evaluate(
             source = {
                 "net": _provenance(net_path, net_meta),
                 "guide": _provenance(guide_path, guide_meta) if guide_path else None,
+                "weak_guide": {"spec": weak_guide_spec, "seed": weak_guide_seed} if weak_guide_spec else None,
+                "preset": preset,
+                "dtype": dtype,
                 "guidance": w,
                 "interval": list(interval) if interval else None,
                 "seeds": seeds_text,
