@@ -216,8 +216,9 @@ def test_evaluate_with_pickle_and_weak_guide_equals_its_generated_folder(tmp_pat
     # those of the PNGs that generate writes with the same options.
     monkeypatch.setenv("AUTOGUIDANCE_CACHE", str(tmp_path / "cache"))
     _pickle(tmp_path / "digits.pkl", _cfg(img_channels=1, label_dim=10), 0)
-    model = ["--net", str(tmp_path / "digits.pkl"), "--weak-guide", "skip:unet.dec.4x4_in0", "--guidance", "2",
-             "--seeds", "0-7", "--steps", "2"]  # fmt: skip
+    net = str(tmp_path / "digits.pkl")
+    model = ["--net", net, "--weak-guide", "skip:unet.dec.4x4_in0", "--guidance", "2", "--seeds", "0-7",
+             "--steps", "2"]  # fmt: skip
     _ok("generate", *model, "--out", str(tmp_path / "pngs"))
     common = ["evaluate", "--ref", "digits:train", "--metrics", "fd_classifier,classes", "--no-progress"]
     _ok(*common, *model, "--out", str(tmp_path / "a.json"))
