@@ -147,7 +147,7 @@ def test_torchrun_two_processes_equal_one(env, tmp_path, torchrun):
         "--ref",
         "digits:train",
     ]
-    common += ["--metrics", "fd_classifier,pr_classifier,classes", "--batch", "3", *_model_args(env, "0-10")]
+    common += ["--metrics", "fd_classifier,pr_classifier,classes", "--batch", "4", *_model_args(env, "0-10")]
     torchrun(1, *common, "--out", str(tmp_path / "one.json"))
     torchrun(2, *common, "--out", str(tmp_path / "two.json"))
     one, two = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("one", "two"))

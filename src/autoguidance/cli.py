@@ -13,7 +13,7 @@ import sys
 import click
 
 from .atomic import output_error
-from .commands import experiment, generate, info, phema, sweep, toy, train, tune
+from .commands import diffusers_generate, experiment, generate, info, phema, sweep, toy, train, tune
 from .commands.evaluate import evaluate as evaluate_command
 from .errors import RunFailedError, UserInputError
 
@@ -34,6 +34,7 @@ for _command in (
     sweep.sweep,
     tune.tune,
     experiment.experiment,
+    diffusers_generate.generate_diffusers_command,
 ):
     cli.add_command(_command)
 cli.add_command(toy.toy_sweep)

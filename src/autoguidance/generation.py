@@ -16,14 +16,14 @@ unconditional model, and the same formula is then classifier-free guidance.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import distributed as dist
 
 from .denoiser import Denoiser, without_condition
 from .errors import UserInputError, check_int
-from .guidance import autoguidance, check_interval, check_weight
+from .guidance import GuidedDenoiser, GuideTerm, autoguidance, check_interval, check_weight
 from .images import to_uint8
 from .nets.io import check_compatible
 from .nets.precond import EDM2Denoiser
@@ -37,14 +37,21 @@ def guided_denoiser(
     guide: EDM2Denoiser | None = None,
     guidance: float = 1.0,
     interval: tuple[float, float] | None = None,
+    uncond: EDM2Denoiser | None = None,
+    uncond_guidance: float = 1.0,
 ) -> Denoiser:
     """The denoiser to sample: `net` alone, or autoguidance(net, guide, guidance, interval).
+
+    `uncond` adds a classifier-free term (w = uncond_guidance, the model called without labels) to the
+    autoguidance term: D = D_net + (w - 1)(D_net - D_guide) + (w_u - 1)(D_net - D_uncond).
 
     The guide must work on the same images and classes as `net` (or be unconditional: CFG); a guidance
     weight other than 1 or an interval without a guide is an error rather than silently ignored.
     """
     w = check_weight(guidance)
     interval = check_interval(interval)
+    if uncond is not None:
+        return _with_uncond(net, guide, w, interval, uncond, check_weight(uncond_guidance))
     if guide is None:
         if w != 1.0:
             raise UserInputError(f"guidance weight {w:g} needs a guide network")
@@ -56,6 +63,30 @@ def guided_denoiser(
     if guide.config.label_dim == 0 and net.config.label_dim > 0:
         guide_fn = without_condition(guide)  # an unconditional guide: classifier-free guidance
     return autoguidance(net, guide_fn, w, interval)
+
+
+def _with_uncond(
+    net: EDM2Denoiser,
+    guide: EDM2Denoiser | None,
+    w: float,
+    interval: tuple[float, float] | None,
+    uncond: EDM2Denoiser,
+    w_u: float,
+) -> Denoiser:
+    """Autoguidance and CFG together (paper App. B.3): one term per guide, each with its own weight."""
+    if net.config.label_dim == 0:
+        raise UserInputError("an unconditional guide for CFG needs a class-conditional main network")
+    check_compatible(net.config, uncond.config, "unconditional guide")
+    if uncond.config.label_dim != 0:
+        classes = uncond.config.label_dim
+        raise UserInputError(f"the CFG guide must be unconditional (label_dim=0); it has {classes} classes")
+    terms = [GuideTerm(without_condition(uncond), w_u)]
+    if guide is not None:
+        check_compatible(net.config, guide.config)
+        terms.insert(0, GuideTerm(guide, w))
+    elif w != 1.0:
+        raise UserInputError(f"guidance weight {w:g} needs a guide network")
+    return GuidedDenoiser(net, terms, interval)
 
 
 def check_class_label(net: EDM2Denoiser, class_label: int | None) -> int | None:
@@ -96,6 +127,9 @@ def generate_images(
     batch_size: int = 64,
     device: str | torch.device | None = None,
     progress: bool = False,
+    uncond: EDM2Denoiser | None = None,
+    uncond_guidance: float = 1.0,
+    decode: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Sample one image per seed with the EDM sampler (Heun: 2 num_steps - 1 evaluations per image,
     Euler: num_steps; `churn` adds EDM Algorithm 2's stochasticity, its noise from each seed's stream).
@@ -104,6 +138,8 @@ def generate_images(
         eval mode (each network's mode is restored afterwards).
     guidance: w of D_w = D_guide + w (D_main - D_guide); interval: (sigma_lo, sigma_hi], guide evaluated
         only there. class_label: fix every sample's class (conditional nets); None draws it per seed.
+    uncond / uncond_guidance: an extra CFG term (see `guided_denoiser`). decode: latents (B, C, h, w) ->
+        uint8 images (B, H, W, 3) for latent networks (e.g. `interop.latents.LatentCodec.decode`).
     Returns images (N, H, W, C) uint8 on the CPU in the order of `seeds`, and labels (N,) int64 on the
     CPU, or None for an unconditional net.
     """
@@ -113,17 +149,18 @@ def generate_images(
     check_int("num_steps", num_steps, minimum=1)
     if not (0 < sigma_min <= sigma_max and math.isfinite(sigma_max)):
         raise UserInputError(f"need 0 < sigma_min <= sigma_max, got {sigma_min}, {sigma_max}")
-    denoiser = guided_denoiser(net, guide, guidance, interval)
+    denoiser = guided_denoiser(net, guide, guidance, interval, uncond, uncond_guidance)
     cfg = net.config
     shape = (cfg.img_channels, cfg.img_resolution, cfg.img_resolution)
     if device is not None:
         net.to(device)
-        if guide is not None:
-            guide.to(device)
+        for m in (guide, uncond):
+            if m is not None:
+                m.to(device)
     device = next(net.parameters()).device
     sigmas = edm_sigmas(num_steps, sigma_min, sigma_max, rho)
 
-    nets = [m for m in (net, guide) if m is not None]
+    nets = [m for m in (net, guide, uncond) if m is not None]
     modes = [m.training for m in nets]
     images, labels = [], []
     try:
@@ -140,7 +177,7 @@ def generate_images(
                 if class_label is not None:
                     cond = torch.full_like(cond, class_label)
             x = sample(denoiser, latents, sigmas, cond, solver=solver, churn=churn, streams=streams)
-            images.append(to_uint8(x).cpu())
+            images.append(decode(x).cpu() if decode is not None else to_uint8(x).cpu())
             if cond is not None:
                 labels.append(cond.cpu())
             bar.update(len(streams))

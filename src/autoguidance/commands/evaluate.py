@@ -10,7 +10,6 @@ each process evaluates its share (whole batches by seed or file order) and rank 
 from __future__ import annotations
 
 import math
-import sys
 import time
 from importlib import metadata as importlib_metadata
 from pathlib import Path
@@ -19,15 +18,17 @@ import click
 import torch
 
 from .. import atomic, distributed
-from ..errors import UserInputError
+from ..errors import UserInputError, check_int
 from ..generation import check_class_label, generate_images, guided_denoiser, shard_seeds
+from ..interop import cli_support as interop
+from ..interop.loading import edm2_decoder, load_any_network
 from ..metrics import evaluation
 from ..metrics.detectors import make_detector
 from ..metrics.images_in import folder_batches, scan_folder
 from ..metrics.reference import dataset_reference, load_reference
-from ..nets.io import load_network
 from ..seeds import parse_seeds
-from .generate import RHO, SIGMA_MAX, SIGMA_MIN, _provenance, parse_interval, parse_weights
+from .generate import _provenance, parse_interval, parse_weights
+from .options import SamplerSettings, device_option, progress_option, sampler_options
 
 DEFAULT_METRICS = "fd_classifier,pr_classifier,classes"
 
@@ -59,7 +60,7 @@ def _builtin_name(ref: str) -> str | None:
 @click.option("--interval", "interval_text", default=None, help="LO,HI: guide only for LO < sigma <= HI.")
 @click.option("--seeds", "seeds_text", default="0-499", show_default=True, help="Seeds to generate.")
 @click.option("--class", "class_label", type=int, default=None, help="Generate this class only.")
-@click.option("--steps", type=int, default=32, show_default=True, help="Heun steps.")
+@sampler_options
 @click.option(
     "--ref",
     default=None,
@@ -85,9 +86,18 @@ def _builtin_name(ref: str) -> str | None:
 @click.option(
     "--dinov2-weights", default=None, help="Hugging Face DINOv2 directory for fd_dinov2 (see README)."
 )
-@click.option("--batch", type=int, default=64, show_default=True, help="Images per batch per process.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a terminal).")
+@click.option("--batch", type=int, default=64, show_default=True, help="Images per step over all processes.")
+@device_option
+@progress_option
+@click.option(
+    "--preset", default=None, help="EDM2 configuration (as in generate): its net, guide and weight."
+)
+@click.option("--weak-guide", "weak_guide_spec", default=None, help="Training-free guide (as in generate).")
+@click.option(
+    "--weak-guide-seed", type=int, default=0, show_default=True, help="Seed of a random weak guide."
+)
+@click.option("--dtype", type=click.Choice(["fp32", "fp16", "bf16"]), default="fp32", show_default=True)
+@click.option("--vae", default=None, help="VAE for latent networks (diffusers folder or hub name).")
 @click.option("--out", "out_path", required=True, help="Results JSON file.")
 def evaluate(
     images_path: str | None,
@@ -97,7 +107,7 @@ def evaluate(
     interval_text: str | None,
     seeds_text: str,
     class_label: int | None,
-    steps: int,
+    sampler: SamplerSettings,
     ref: str | None,
     ref_stats: tuple[str, ...],
     metrics_text: str,
@@ -105,12 +115,22 @@ def evaluate(
     dinov2_weights: str | None,
     batch: int,
     device: str,
-    progress: bool | None,
+    progress: bool,
+    preset: str | None,
+    weak_guide_spec: str | None,
+    weak_guide_seed: int,
+    dtype: str,
+    vae: str | None,
     out_path: str,
 ) -> None:
     """Measure images (a folder/zip, or a model generating on the fly) against a reference."""
     t_start = time.perf_counter()
     # --- validate everything cheap first ---------------------------------------------------------------
+    if preset is not None or weak_guide_spec is not None:  # models from elsewhere (interop)
+        interop.check_options(preset, net_path, guide_path, weak_guide_spec, dtype)
+        net_path, guide_path, guidance_text, _ = interop.apply_preset(
+            preset, net_path, guide_path, guidance_text
+        )
     if (images_path is None) == (net_path is None):
         raise UserInputError(
             "give exactly one of --images (a folder or zip) and --net (a model to generate from)"
@@ -120,10 +140,7 @@ def evaluate(
     ):
         raise UserInputError("--guide, --guidance, --interval and --class apply to --net only")
     metrics = evaluation.parse_metrics(metrics_text)
-    if batch < 1:
-        raise UserInputError(f"--batch must be >= 1, got {batch}")
-    if steps < 1:
-        raise UserInputError(f"--steps must be >= 1, got {steps}")
+    check_int("--batch", batch, minimum=1)
     out = _check_out(out_path)
     ref_is_file = ref is not None and Path(ref).suffix in (".pkl", ".safetensors")
     builtin = None if ref is None or ref_is_file else _builtin_name(ref)
@@ -134,12 +151,15 @@ def evaluate(
         if guidance_text is not None and "," in guidance_text:
             raise UserInputError("evaluate takes one guidance weight; run it once per weight")
         interval = parse_interval(interval_text) if interval_text is not None else None
-        if guide_path is not None and guidance_text is None:
+        if (guide_path is not None or weak_guide_spec is not None) and guidance_text is None:
             raise UserInputError("--guide needs --guidance W (for example 2.0; 1 = no guidance)")
     d = distributed.setup(device, backend="gloo")
     try:
         dev = d.device
-        show = (sys.stderr.isatty() if progress is None else progress) and d.is_main
+        if batch % d.world_size:
+            raise UserInputError(f"--batch {batch} is not divisible by the {d.world_size} processes")
+        share = batch // d.world_size  # each process's images per step
+        show = progress and d.is_main
         # --- detectors: weights are checked (one line) before any image is made -----------------------
         det_names = evaluation.detectors_for(metrics)
         dataset_for_classifier = _dataset_of_file(ref) if ref_is_file else builtin
@@ -161,35 +181,43 @@ def evaluate(
             if height != width:
                 raise UserInputError(f"images must be square: {info.files[0]!r} is {width}x{height}")
             total = len(info.files)
-            batches = folder_batches(images_path, info, batch, d.rank, d.world_size)
+            batches = folder_batches(images_path, info, share, d.rank, d.world_size)
             source = {
                 "images": str(Path(images_path).resolve()),
                 "count": total,
                 "labelled": info.labels is not None,
             }
         else:
-            net, net_meta = load_network(net_path, device=dev)
-            guide, guide_meta = load_network(guide_path, device=dev) if guide_path else (None, None)
+            net, net_meta = load_any_network(net_path, device=dev)
+            guide, guide_meta = load_any_network(guide_path, device=dev) if guide_path else (None, None)
+            guide = guide or interop.derive_guide(net, weak_guide_spec, weak_guide_seed)
+            net, guide = interop.with_dtype(net, dtype), interop.with_dtype(guide, dtype)
+            decode = edm2_decoder(net_meta, vae, dev)
             check_class_label(net, class_label)
             guided_denoiser(net, guide, w, interval)  # checks guide, w and interval together
             height, channels = net.config.img_resolution, net.config.img_channels
+            if decode is not None:  # latent networks: the Stability VAE decodes 8x larger RGB images
+                height, channels = 8 * height, 3
             total = len(seeds)
-            mine = shard_seeds(seeds, d.rank, d.world_size, batch)
+            mine = shard_seeds(seeds, d.rank, d.world_size, share)
 
             def generated():
-                for start in range(0, len(mine), batch):
+                for start in range(0, len(mine), share):
                     images, labels = generate_images(
                         net,
-                        mine[start : start + batch],
+                        mine[start : start + share],
                         guide=guide,
                         guidance=w,
                         interval=interval,
                         class_label=class_label,
-                        num_steps=steps,
-                        sigma_min=SIGMA_MIN,
-                        sigma_max=SIGMA_MAX,
-                        rho=RHO,
-                        batch_size=batch,
+                        num_steps=sampler.steps,
+                        sigma_min=sampler.sigma_min,
+                        sigma_max=sampler.sigma_max,
+                        rho=sampler.rho,
+                        solver=sampler.solver,
+                        churn=sampler.churn_settings(),
+                        batch_size=share,
+                        decode=decode,
                     )
                     yield images, labels
 
@@ -197,16 +225,16 @@ def evaluate(
             source = {
                 "net": _provenance(net_path, net_meta),
                 "guide": _provenance(guide_path, guide_meta) if guide_path else None,
+                "weak_guide": {"spec": weak_guide_spec, "seed": weak_guide_seed} if weak_guide_spec else None,
+                "preset": preset,
+                "dtype": dtype,
                 "guidance": w,
                 "interval": list(interval) if interval else None,
                 "seeds": seeds_text,
                 "count": total,
                 "class": class_label,
-                "solver": "heun",
-                "num_steps": steps,
-                "sigma_min": SIGMA_MIN,
-                "sigma_max": SIGMA_MAX,
-                "rho": RHO,
+                "sampler": sampler.to_dict(),
+                "evaluations_per_image": sampler.evaluations(),
             }
         # --- references: loaded or computed (and cached), checked against the images -----------------
         t_ref = time.perf_counter()
@@ -232,9 +260,9 @@ def evaluate(
         reference_s = time.perf_counter() - t_ref
         # --- the pass over the images, then the reduction across processes ---------------------------
         t_eval = time.perf_counter()
-        n_batches = math.ceil(len(shard_seeds(range(total), d.rank, d.world_size, batch)) / batch)
+        n_batches = math.ceil(len(shard_seeds(range(total), d.rank, d.world_size, share)) / share)
         acc = evaluation.accumulate(batches, detectors, metrics, progress=show, total_batches=n_batches)
-        acc = evaluation.reduce_accumulated(acc, total, batch)
+        acc = evaluation.reduce_accumulated(acc, total, share)
         eval_s = d.max(time.perf_counter() - t_eval)
         if not d.is_main:
             return

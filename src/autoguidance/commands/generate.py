@@ -22,7 +22,8 @@ from ..errors import UserInputError
 from ..generation import check_class_label, gather_sharded, generate_images, guided_denoiser, shard_seeds
 from ..guidance import check_interval, check_weight
 from ..images import labelled_grid, save_png
-from ..nets.io import load_network
+from ..interop import cli_support as interop
+from ..interop.loading import edm2_decoder, load_any_network
 from ..nets.precond import EDM2Denoiser
 from ..seeds import parse_seeds
 from .options import SamplerSettings, device_option, progress_option, sampler_options
@@ -89,7 +90,12 @@ def _grid_layout(net: EDM2Denoiser, seeds: list[int], weights: list[float], clas
 
 
 @click.command("generate")
-@click.option("--net", "net_path", required=True, help="Checkpoint of the main network (.safetensors).")
+@click.option(
+    "--net",
+    "net_path",
+    default=None,
+    help="Main network: a checkpoint (.safetensors) or an EDM2 pickle (read without running its code).",
+)
 @click.option(
     "--guide",
     "guide_path",
@@ -130,6 +136,38 @@ def _grid_layout(net: EDM2Denoiser, seeds: list[int], weights: list[float], clas
 )
 @device_option
 @progress_option
+@click.option(
+    "--preset",
+    default=None,
+    help="EDM2 configuration, e.g. edm2-img512-s-autog-fid: its main network, guide and weight "
+    "(downloaded once into $AUTOGUIDANCE_CACHE, ~/.cache/autoguidance by default; --net, --guide or "
+    "--guidance override its parts).",
+)
+@click.option(
+    "--weak-guide",
+    "weak_guide_spec",
+    default=None,
+    help="A guide derived from the main network without training: dropout:P, input-noise:R, "
+    "skip:BLOCK[+BLOCK], quantize:BITS or precision:bf16|fp16 (instead of --guide).",
+)
+@click.option(
+    "--weak-guide-seed", type=int, default=0, show_default=True, help="Seed of a random weak guide."
+)
+@click.option(
+    "--uncond",
+    "uncond_path",
+    default=None,
+    help="An unconditional network for an extra CFG term beside --guide (autoguidance + CFG).",
+)
+@click.option("--uncond-guidance", type=float, default=1.0, show_default=True, help="Weight of the CFG term.")
+@click.option(
+    "--dtype",
+    type=click.Choice(["fp32", "fp16", "bf16"]),
+    default="fp32",
+    show_default=True,
+    help="Precision of the networks' bodies (EDM2 runs fp16 on GPUs; the preconditioning stays fp32).",
+)
+@click.option("--vae", default=None, help="VAE for latent networks (diffusers folder or hub name).")
 @click.option("--out", "out_dir", required=True, type=click.Path(), help="Output folder (created).")
 def generate(
     net_path: str,
@@ -143,19 +181,31 @@ def generate(
     grid: bool,
     device: str,
     progress: bool,
+    preset: str | None,
+    weak_guide_spec: str | None,
+    weak_guide_seed: int,
+    uncond_path: str | None,
+    uncond_guidance: float,
+    dtype: str,
+    vae: str | None,
     out_dir: str,
 ) -> None:
     """Generate images (one PNG per seed, or a grid) with optional autoguidance."""
     t_start = time.perf_counter()
     # --- validate everything before writing anything ------------------------------------------------
     seeds = parse_seeds(seeds_text)
+    interop.check_options(preset, net_path, guide_path, weak_guide_spec, dtype, uncond_path, uncond_guidance)
+    net_path, guide_path, guidance_text, preset_record = interop.apply_preset(
+        preset, net_path, guide_path, guidance_text
+    )
+    has_guide = guide_path is not None or weak_guide_spec is not None
     weights = parse_weights(guidance_text) if guidance_text is not None else [1.0]
-    if guide_path is None and any(w != 1.0 for w in weights):
+    if not has_guide and any(w != 1.0 for w in weights):
         raise UserInputError("--guidance needs --guide (the network to guide with)")
-    if guide_path is not None and guidance_text is None:
+    if has_guide and guidance_text is None:
         raise UserInputError("--guide needs --guidance W (for example 2.0; 1 = no guidance)")
     interval = parse_interval(interval_text) if interval_text is not None else None
-    if interval is not None and guide_path is None:
+    if interval is not None and not has_guide:
         raise UserInputError("--interval needs --guide")
     out = atomic.check_dir(out_dir, "--out")  # before loading networks or sampling
     # gloo even on GPUs: ranks exchange only a few uint8 images and timings, as CPU tensors.
@@ -165,11 +215,15 @@ def generate(
             raise UserInputError(f"--batch {batch} is not divisible by the {d.world_size} processes")
         share = batch // d.world_size  # each process's images per step
         dev = d.device
-        net, net_meta = load_network(net_path, device=dev)
-        guide, guide_meta = load_network(guide_path, device=dev) if guide_path else (None, None)
+        net, net_meta = load_any_network(net_path, device=dev)
+        guide, guide_meta = load_any_network(guide_path, device=dev) if guide_path else (None, None)
+        guide = guide or interop.derive_guide(net, weak_guide_spec, weak_guide_seed)
+        uncond, uncond_meta = load_any_network(uncond_path, device=dev) if uncond_path else (None, None)
+        net, guide, uncond = (interop.with_dtype(m, dtype) for m in (net, guide, uncond))
+        decode = edm2_decoder(net_meta, vae, dev)
         check_class_label(net, class_label)
-        for w in weights:
-            guided_denoiser(net, guide, w, interval)  # checks the guide against the net, w and interval
+        for w in weights:  # checks the guides against the net, the weights and the interval
+            guided_denoiser(net, guide, w, interval, uncond, uncond_guidance)
         t_loaded = time.perf_counter()
 
         # --- generate: this process's share of the seeds ---------------------------------------------
@@ -185,8 +239,12 @@ def generate(
             churn=sampler.churn_settings(),
             batch_size=share,
             progress=d.is_main and progress,
+            uncond=uncond,
+            uncond_guidance=uncond_guidance,
+            decode=decode,
         )
-        size = _image_size(net_meta, net.config.img_resolution)
+        # Pixel networks may be trained on padded images (crop back); latent ones decode to their own size.
+        size = _image_size(net_meta, net.config.img_resolution) if decode is None else None
         layout = _grid_layout(net, seeds, weights, class_label) if grid else None
         outputs: list[str] = []
         labels_by_seed: dict[str, int] = {}
@@ -195,7 +253,8 @@ def generate(
         for row_class in rows:
             for w in weights:
                 images, labels = generate_images(net, mine, guidance=w, class_label=row_class, **kwargs)
-                images = _crop(images, size)
+                images = _crop(images, size) if size else images
+                size = images.shape[1]
                 if grid:
                     cells[(row_class, w)] = gather_sharded(images, len(seeds), share)
                     continue
@@ -235,6 +294,11 @@ def generate(
             },
             "net": _provenance(net_path, net_meta),
             "guide": _provenance(guide_path, guide_meta) if guide_path else None,
+            "weak_guide": {"spec": weak_guide_spec, "seed": weak_guide_seed} if weak_guide_spec else None,
+            "uncond": _provenance(uncond_path, uncond_meta) if uncond_path else None,
+            "uncond_guidance": uncond_guidance if uncond_path else None,
+            "preset": preset_record,
+            "dtype": dtype,
             "grid_layout": layout,
             "outputs": outputs,
             "labels": labels_by_seed or None,
