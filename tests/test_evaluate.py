@@ -98,7 +98,7 @@ def test_folder_equals_generating_on_the_fly(env, tmp_path):
         and fly["metrics"]["classes"]["labelled"] == 12
     )
     # The record carries the configuration, counts, timings and detector versions.
-    assert fly["source"]["guidance"] == 2.0 and fly["source"]["num_steps"] == 2
+    assert fly["source"]["guidance"] == 2.0 and fly["source"]["sampler"]["steps"] == 2
     assert fly["detectors"]["classifier"]["version"].startswith("classifier-v1/digits/")
     assert fly["references"]["inception"]["count"] == 1618 and fly["timings"]["evaluate_s"] > 0
 

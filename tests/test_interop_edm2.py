@@ -210,3 +210,15 @@ def test_numpy_arrays_round_trip_exactly():
             arr = got[key].to_numpy()
             assert arr.dtype == values[key].dtype and np.array_equal(arr, values[key])
         assert got["scalar"] == 0.125
+
+
+def test_cfg_presets_guide_with_the_unconditional_network_at_the_main_ema():
+    from autoguidance.interop.edm2_presets import EDM2_PRESETS
+
+    cfg = {name: p for name, p in EDM2_PRESETS.items() if "-guid-" in name}
+    assert len(cfg) >= 6
+    for preset in cfg.values():
+        assert "-uncond-" in preset.guide and "-uncond-" not in preset.net
+        # EDM2's CFG presets take the unconditional guide at the main network's EMA length.
+        assert preset.net.rsplit("-", 1)[1] == preset.guide.rsplit("-", 1)[1]
+        assert 1.0 < preset.guidance <= 2.0

@@ -23,6 +23,7 @@ from ..generation import check_class_label, gather_sharded, generate_images, gui
 from ..guidance import check_interval, check_weight
 from ..images import labelled_grid, save_png
 from ..interop import cli_support as interop
+from ..interop.edm2_presets import EDM2_PRESETS
 from ..interop.loading import edm2_decoder, load_any_network
 from ..nets.precond import EDM2Denoiser
 from ..seeds import parse_seeds
@@ -141,7 +142,7 @@ def _grid_layout(net: EDM2Denoiser, seeds: list[int], weights: list[float], clas
     default=None,
     help="EDM2 configuration, e.g. edm2-img512-s-autog-fid: its main network, guide and weight "
     "(downloaded once into $AUTOGUIDANCE_CACHE, ~/.cache/autoguidance by default; --net, --guide or "
-    "--guidance override its parts).",
+    "--guidance override its parts). One of: " + ", ".join(EDM2_PRESETS) + ".",
 )
 @click.option(
     "--weak-guide",

@@ -1,5 +1,6 @@
-"""EDM2's published autoguidance configurations (MATH.md; Karras et al. 2024, Table 1 and App. B.2) as
-named presets, resolved to local files: a path given by the user, the cache, or a download.
+"""EDM2's published autoguidance (Karras et al. 2024, Table 1 and App. B.2) and classifier-free guidance
+(EDM2, Karras et al. 2024) configurations as named presets, resolved to local files: a path given by the
+user, the cache, or a download.
 
 Each preset names the main network and the guide by their published post-hoc EMA files, and the
 guidance weight; the number in a file name is its training length in thousands of images, the last
@@ -57,6 +58,26 @@ EDM2_PRESETS: dict[str, EDM2Preset] = {
     ),
     "edm2-img64-s-autog-fid": _p("img64-s-1073741-0.045", "img64-xs-0134217-0.110", 1.70, "FID 1.01"),
     "edm2-img64-s-autog-dino": _p("img64-s-1073741-0.105", "img64-xs-0134217-0.175", 2.20, "FD_DINOv2"),
+    # Classifier-free guidance as EDM2 released it: the guide is the unconditional XS network, trained as
+    # long as the main model and taken at the main model's EMA length (EDM2, Karras et al. 2024, Table 3).
+    "edm2-img512-xs-guid-fid": _p(
+        "img512-xs-2147483-0.045", "img512-xs-uncond-2147483-0.045", 1.40, "FID 2.91"
+    ),
+    "edm2-img512-xs-guid-dino": _p(
+        "img512-xs-2147483-0.150", "img512-xs-uncond-2147483-0.150", 1.70, "FD_DINOv2 79.94"
+    ),
+    "edm2-img512-s-guid-fid": _p(
+        "img512-s-2147483-0.025", "img512-xs-uncond-2147483-0.025", 1.40, "FID 2.23"
+    ),
+    "edm2-img512-s-guid-dino": _p(
+        "img512-s-2147483-0.085", "img512-xs-uncond-2147483-0.085", 1.90, "FD_DINOv2 52.32"
+    ),
+    "edm2-img512-m-guid-fid": _p(
+        "img512-m-2147483-0.030", "img512-xs-uncond-2147483-0.030", 1.20, "FID 2.01"
+    ),
+    "edm2-img512-l-guid-fid": _p(
+        "img512-l-1879048-0.015", "img512-xs-uncond-2147483-0.015", 1.20, "FID 1.88"
+    ),
 }
 
 

@@ -20,10 +20,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import torch
-from tqdm.auto import tqdm
 
 from ..errors import UserInputError
 from ..generation import gather_sharded
+from ..progress import Progress
 from .detectors import Detector
 from .frechet import FeatureStats, frechet_distance_gaussians
 from .precision_recall import manifold_metrics
@@ -83,9 +83,9 @@ def accumulate(
     acc.features = {n: [] for n in keep}
     acc.seconds = {"images": 0.0, **{n: 0.0 for n in detectors}}
     t = time.perf_counter()
-    for images, labels in tqdm(
-        batches, disable=not progress, total=total_batches, desc="evaluating", unit="batch"
-    ):
+    bar = Progress("evaluate", total_batches or 0, unit="batch", enabled=progress)
+    for images, labels in batches:
+        bar.update(1)
         acc.seconds["images"] += time.perf_counter() - t  # generating or decoding
         acc.count += len(images)
         for name, det in detectors.items():
@@ -105,6 +105,7 @@ def accumulate(
                 acc.features[name].append(f)
             acc.seconds[name] += time.perf_counter() - t
         t = time.perf_counter()
+    bar.close()
     return acc
 
 

@@ -24,6 +24,7 @@ import torch
 
 from .. import checkpoint, safe_pickle
 from ..errors import UserInputError
+from ..progress import Progress
 from .cache import cache_dir
 from .detectors.base import Detector
 from .frechet import FeatureStats
@@ -79,15 +80,16 @@ def compute_reference(
     progress: bool = False,
 ) -> Reference:
     """Statistics of dataset images (N, C, H, W) float in [-1, 1] under `detector`."""
-    from tqdm.auto import tqdm
-
     stats = FeatureStats(detector.feature_dim)
     kept = []
-    for start in tqdm(range(0, len(images), batch), disable=not progress, desc=f"reference {detector.name}"):
+    bar = Progress(f"reference {detector.name}", len(images), unit="img", enabled=progress)
+    for start in range(0, len(images), batch):
         f = detector.features(dataset_uint8(images[start : start + batch]))
         stats.update(f)
         if keep_features:
             kept.append(f)
+        bar.update(len(f))
+    bar.close()
     return Reference(
         detector=detector.name,
         detector_version=detector.version,
