@@ -210,12 +210,7 @@ def evaluate(
                         guidance=w,
                         interval=interval,
                         class_label=class_label,
-                        num_steps=sampler.steps,
-                        sigma_min=sampler.sigma_min,
-                        sigma_max=sampler.sigma_max,
-                        rho=sampler.rho,
-                        solver=sampler.solver,
-                        churn=sampler.churn_settings(),
+                        **sampler.generate_kwargs(),
                         batch_size=share,
                         decode=decode,
                     )

@@ -232,12 +232,7 @@ def generate(
         kwargs = dict(
             guide=guide,
             interval=interval,
-            num_steps=sampler.steps,
-            sigma_min=sampler.sigma_min,
-            sigma_max=sampler.sigma_max,
-            rho=sampler.rho,
-            solver=sampler.solver,
-            churn=sampler.churn_settings(),
+            **sampler.generate_kwargs(),
             batch_size=share,
             progress=d.is_main and progress,
             uncond=uncond,

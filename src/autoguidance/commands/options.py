@@ -92,6 +92,17 @@ class SamplerSettings:
             return None
         return Churn(s_churn=self.churn, s_min=self.s_tmin, s_max=self.s_tmax, s_noise=self.s_noise)
 
+    def generate_kwargs(self) -> dict[str, Any]:
+        """These settings as the keyword arguments of `generation.generate_images`."""
+        return dict(
+            num_steps=self.steps,
+            sigma_min=self.sigma_min,
+            sigma_max=self.sigma_max,
+            rho=self.rho,
+            solver=self.solver,
+            churn=self.churn_settings(),
+        )
+
     def evaluations(self) -> int:
         """Denoiser evaluations per sample (the last Heun step to sigma = 0 is an Euler step)."""
         return 2 * self.steps - 1 if self.solver == "heun" else self.steps

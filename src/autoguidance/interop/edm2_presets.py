@@ -9,7 +9,6 @@ number its EMA length sigma_rel. "-fid" presets are tuned for FID, "-dino" for F
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -20,10 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import atomic
+from ..cache import cache_dir, file_sha256
 from ..errors import UserInputError
 
 EDM2_ROOT = "https://nvlabs-fi-cdn.nvidia.com/edm2/posthoc-reconstructions"
-CACHE_ENV = "AUTOGUIDANCE_CACHE"
 ROOT_ENV = "AUTOGUIDANCE_EDM2_ROOT"  # a mirror of EDM2_ROOT (any URL urllib reads, file:// included)
 CHECKSUMS = "checksums.json"
 
@@ -87,18 +86,6 @@ def get_preset(name: str) -> EDM2Preset:
     return EDM2_PRESETS[name]
 
 
-def cache_dir() -> Path:
-    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "autoguidance")
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _read_checksums(cache: Path) -> dict[str, str]:
     try:
         return json.loads((cache / CHECKSUMS).read_text())
@@ -118,7 +105,7 @@ def resolve_file(url: str, cache: Path | None = None, download: bool = True) -> 
     target = cache / name
     sums = _read_checksums(cache)
     if target.exists():
-        digest = sha256_file(target)
+        digest = file_sha256(target)
         if name in sums and sums[name] != digest:
             raise UserInputError(f"cached {target} does not match its recorded sha256 {sums[name][:12]}...")
         return target, digest
@@ -129,7 +116,7 @@ def resolve_file(url: str, cache: Path | None = None, download: bool = True) -> 
     try:
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as src:  # noqa: S310
             shutil.copyfileobj(src, out)
-        digest = sha256_file(tmp)
+        digest = file_sha256(tmp)
         if name in sums and sums[name] != digest:
             raise UserInputError(f"downloaded {name} does not match its recorded sha256")
         os.chmod(tmp, 0o666 & ~atomic._umask())  # ordinary permissions, as the package's other outputs

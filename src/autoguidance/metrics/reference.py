@@ -3,7 +3,7 @@ features themselves) of a reference image set, computed once per dataset and det
 
 Our file: safetensors holding `mu` (D,) float64, `sigma` (D, D) float64 and optionally `features` (N, D)
 float32, with JSON metadata: detector name and version, dataset, resolution, channels, count. It is
-written atomically under <cache>/reference/ (see `metrics.cache`) and reused while the detector's
+written atomically under <cache>/reference/ (see `autoguidance.cache`) and reused while the detector's
 version is the same.
 
 EDM2's published reference files are pickles of {'fid': {'mu', 'sigma'}, 'fd_dinov2': {'mu', 'sigma'}}:
@@ -23,9 +23,9 @@ import numpy as np
 import torch
 
 from .. import checkpoint, safe_pickle
+from ..cache import cache_dir
 from ..errors import UserInputError
 from ..progress import Progress
-from .cache import cache_dir
 from .detectors.base import Detector
 from .frechet import FeatureStats
 from .images_in import dataset_uint8

@@ -9,7 +9,6 @@ preprocessing); both are recorded with every result and every cached reference s
 
 from __future__ import annotations
 
-import hashlib
 import os
 from abc import ABC, abstractmethod
 from pathlib import Path
@@ -60,15 +59,6 @@ def to_rgb_float(images: torch.Tensor) -> torch.Tensor:
     """(N, H, W, C) uint8 -> (N, 3, H, W) float32 in 0..255, grey replicated to three channels."""
     x = images.permute(0, 3, 1, 2).float()
     return x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
-
-
-def file_digest(path: str | os.PathLike) -> str:
-    """SHA-256 of a file (hex), read in chunks: the weights' identity in a detector's version."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def existing_file(path: str | os.PathLike | None, what: str, hint: str) -> Path:

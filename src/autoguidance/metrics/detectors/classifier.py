@@ -23,9 +23,9 @@ import torch
 from torch import nn
 
 from ... import checkpoint
+from ...cache import cache_dir, file_sha256
 from ...errors import UserInputError
-from ..cache import cache_dir
-from .base import Detector, file_digest
+from .base import Detector
 
 VERSION = "classifier-v1"
 KIND = "feature-classifier"
@@ -130,7 +130,7 @@ class ClassifierDetector(Detector):
         tensors, meta = checkpoint.load(path, kind=KIND)
         self.meta = meta
         self.path = Path(path)
-        self.digest = file_digest(path)
+        self.digest = file_sha256(path)
         self.net = SmallCNN(int(meta["channels"]), int(meta["num_classes"]))
         try:
             self.net.load_state_dict(tensors)

@@ -25,8 +25,9 @@ from pathlib import Path
 import torch
 from torch.nn import functional as F
 
+from ...cache import file_sha256
 from ...errors import UserInputError
-from .base import Detector, file_digest, to_rgb_float
+from .base import Detector, to_rgb_float
 
 RESOLUTION = 224
 MEAN = (0.485, 0.456, 0.406)
@@ -88,7 +89,7 @@ class DINOv2Detector(Detector):
         self.feature_dim = int(cfg.hidden_size)
         self.is_vitl14 = (cfg.hidden_size, cfg.num_hidden_layers, cfg.patch_size) == (1024, 24, 14)
         weights_file = path / "model.safetensors" if path.is_dir() else None
-        self.digest = file_digest(weights_file) if weights_file and weights_file.is_file() else None
+        self.digest = file_sha256(weights_file) if weights_file and weights_file.is_file() else None
 
     @property
     def version(self) -> str:

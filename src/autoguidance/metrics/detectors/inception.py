@@ -22,9 +22,9 @@ from pathlib import Path
 
 import torch
 
+from ...cache import cache_dir, file_sha256
 from ...errors import UserInputError
-from ..cache import cache_dir
-from .base import Detector, existing_file, file_digest, to_rgb_float
+from .base import Detector, existing_file, to_rgb_float
 
 RESOLUTION = 299
 FEATURE_DIM = 2048
@@ -94,7 +94,7 @@ class InceptionDetector(Detector):
     def __init__(self, weights: str | os.PathLike | None = None, device: str | torch.device = "cpu"):
         path = existing_file(weights if weights is not None else default_weights_path(), "Inception", HINT)
         self.path = path
-        self.digest = file_digest(path)
+        self.digest = file_sha256(path)
         self.device = torch.device(device)
         try:
             with warnings.catch_warnings():  # torch >= 2.10 calls TorchScript deprecated; it is the format
