@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..checkpoint import load_into
 from ..errors import UserInputError
 from ..nets.precond import EDM2Denoiser, NetConfig
 from ..nets.unet import ATTN_BALANCE, CLIP_ACT, RES_BALANCE, Block
@@ -216,20 +217,7 @@ def records_to_network(obj: Any, source: str = "EDM2 pickle") -> EDM2Checkpoint:
     config, full = edm2_net_config(precond.init_kwargs)
     net = build_edm2_network(config, int(full["channels_per_head"]))
     tensors = map_edm2_state(flatten_state(precond), net)
-    expected = net.state_dict()
-    missing = sorted(set(expected) - set(tensors))
-    extra = sorted(set(tensors) - set(expected))
-    if missing or extra:
-        raise UserInputError(
-            f"{source} does not match the network its arguments describe: {len(missing)} missing tensors "
-            f"(e.g. {missing[:2]}), {len(extra)} unexpected (e.g. {extra[:2]})"
-        )
-    for name, t in expected.items():
-        if tuple(tensors[name].shape) != tuple(t.shape):
-            raise UserInputError(
-                f"{source}: tensor {name!r} has shape {tuple(tensors[name].shape)}, expected {tuple(t.shape)}"
-            )
-    net.load_state_dict(tensors)
+    load_into(net, tensors, source)  # every tensor present and of the shape its arguments imply
     return EDM2Checkpoint(net.eval(), _encoder(obj), full, bool(full["use_fp16"]))
 
 
