@@ -20,22 +20,11 @@ from autoguidance.experiments.report import write_report  # noqa: E402
 from autoguidance.experiments.store import ResultStore  # noqa: E402
 from autoguidance.generation import generate_images  # noqa: E402
 from autoguidance.nets.io import load_network, save_network  # noqa: E402
-from autoguidance.nets.precond import build  # noqa: E402
-from autoguidance.nets.presets import preset_config  # noqa: E402
 from autoguidance.training.export import export_phema  # noqa: E402
 from autoguidance.training.loop import TrainConfig, train  # noqa: E402
+from untrained import untrained  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def _untrained(name, resolution=8, label_dim=10):
-    """A preset net with its zero-initialised gains set to 1, so that the random UNet shows through."""
-    net = build(preset_config(name, resolution, 1, label_dim))
-    with torch.no_grad():
-        for p in net.parameters():
-            if p.ndim == 0:
-                p.fill_(1.0)
-    return net.eval()
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +40,7 @@ def nets(tmp_path_factory):
     paths = {}
     for key, (name, res, labels) in specs.items():
         paths[key] = folder / f"{key}.safetensors"
-        save_network(paths[key], _untrained(name, res, labels), {"preset": name})
+        save_network(paths[key], untrained(name, res, labels), {"preset": name})
     return paths
 
 

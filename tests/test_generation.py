@@ -14,25 +14,11 @@ from autoguidance.cli import main
 from autoguidance.generation import gather_sharded, generate_images, shard_seeds
 from autoguidance.images import make_grid
 from autoguidance.nets.io import load_network, save_network
-from autoguidance.nets.precond import EDM2Denoiser, build
-from autoguidance.nets.presets import preset_config
+from autoguidance.nets.precond import EDM2Denoiser
 from autoguidance.sampling import edm_sigmas
+from untrained import untrained
 
 STEPS = 4  # 7 evaluations per image: enough to exercise Heun and the interval, fast on a CPU
-
-
-def _untrained(name: str, resolution: int = 8, label_dim: int = 10) -> EDM2Denoiser:
-    """A fresh preset net whose zero-initialised gains are set to 1.
-
-    At initialisation the output gain is 0, so every net is D = c_skip x and guidance would be a no-op;
-    with the gains at 1 the random UNet shows through and different nets denoise differently.
-    """
-    net = build(preset_config(name, resolution, 1, label_dim))
-    with torch.no_grad():
-        for p in net.parameters():
-            if p.ndim == 0:
-                p.fill_(1.0)
-    return net.eval()
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -53,7 +39,7 @@ def ckpts(tmp_path_factory) -> dict[str, Path]:
     paths = {}
     for key, (name, res, labels) in specs.items():
         paths[key] = folder / f"{key}.safetensors"
-        save_network(paths[key], _untrained(name, res, labels), {"dataset": "test", "preset": name})
+        save_network(paths[key], untrained(name, res, labels), {"dataset": "test", "preset": name})
     paths["corrupt"] = folder / "corrupt.safetensors"
     paths["corrupt"].write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all")
     return paths
