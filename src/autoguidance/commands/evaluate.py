@@ -28,7 +28,7 @@ from ..metrics.images_in import folder_batches, scan_folder
 from ..metrics.reference import dataset_reference, load_reference
 from ..seeds import parse_seeds
 from .generate import _provenance, parse_interval, parse_weights
-from .options import SamplerSettings, device_option, progress_option, sampler_options
+from .options import SamplerSettings, device_option, model_source_options, progress_option, sampler_options
 
 DEFAULT_METRICS = "fd_classifier,pr_classifier,classes"
 
@@ -89,15 +89,7 @@ def _builtin_name(ref: str) -> str | None:
 @click.option("--batch", type=int, default=64, show_default=True, help="Images per step over all processes.")
 @device_option
 @progress_option
-@click.option(
-    "--preset", default=None, help="EDM2 configuration (as in generate): its net, guide and weight."
-)
-@click.option("--weak-guide", "weak_guide_spec", default=None, help="Training-free guide (as in generate).")
-@click.option(
-    "--weak-guide-seed", type=int, default=0, show_default=True, help="Seed of a random weak guide."
-)
-@click.option("--dtype", type=click.Choice(["fp32", "fp16", "bf16"]), default="fp32", show_default=True)
-@click.option("--vae", default=None, help="VAE for latent networks (diffusers folder or hub name).")
+@model_source_options
 @click.option("--out", "out_path", required=True, help="Results JSON file.")
 def evaluate(
     images_path: str | None,

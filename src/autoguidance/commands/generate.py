@@ -23,11 +23,10 @@ from ..generation import check_class_label, gather_sharded, generate_images, gui
 from ..guidance import check_interval, check_weight
 from ..images import labelled_grid, save_png
 from ..interop import cli_support as interop
-from ..interop.edm2_presets import EDM2_PRESETS
 from ..interop.loading import edm2_decoder, load_any_network
 from ..nets.precond import EDM2Denoiser
 from ..seeds import parse_seeds
-from .options import SamplerSettings, device_option, progress_option, sampler_options
+from .options import SamplerSettings, device_option, model_source_options, progress_option, sampler_options
 
 METADATA_NAME = "generate.json"
 GRID_NAME = "grid.png"
@@ -137,23 +136,7 @@ def _grid_layout(net: EDM2Denoiser, seeds: list[int], weights: list[float], clas
 )
 @device_option
 @progress_option
-@click.option(
-    "--preset",
-    default=None,
-    help="EDM2 configuration, e.g. edm2-img512-s-autog-fid: its main network, guide and weight "
-    "(downloaded once into $AUTOGUIDANCE_CACHE, ~/.cache/autoguidance by default; --net, --guide or "
-    "--guidance override its parts). One of: " + ", ".join(EDM2_PRESETS) + ".",
-)
-@click.option(
-    "--weak-guide",
-    "weak_guide_spec",
-    default=None,
-    help="A guide derived from the main network without training: dropout:P, input-noise:R, "
-    "skip:BLOCK[+BLOCK], quantize:BITS or precision:bf16|fp16 (instead of --guide).",
-)
-@click.option(
-    "--weak-guide-seed", type=int, default=0, show_default=True, help="Seed of a random weak guide."
-)
+@model_source_options
 @click.option(
     "--uncond",
     "uncond_path",
@@ -161,14 +144,6 @@ def _grid_layout(net: EDM2Denoiser, seeds: list[int], weights: list[float], clas
     help="An unconditional network for an extra CFG term beside --guide (autoguidance + CFG).",
 )
 @click.option("--uncond-guidance", type=float, default=1.0, show_default=True, help="Weight of the CFG term.")
-@click.option(
-    "--dtype",
-    type=click.Choice(["fp32", "fp16", "bf16"]),
-    default="fp32",
-    show_default=True,
-    help="Precision of the networks' bodies (EDM2 runs fp16 on GPUs; the preconditioning stays fp32).",
-)
-@click.option("--vae", default=None, help="VAE for latent networks (diffusers folder or hub name).")
 @click.option("--out", "out_dir", required=True, type=click.Path(), help="Output folder (created).")
 def generate(
     net_path: str,

@@ -21,6 +21,7 @@ from typing import Any
 import click
 
 from ..errors import UserInputError, check_int
+from ..interop.edm2_presets import EDM2_PRESETS
 from ..sampling import Churn, edm_sigmas
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -150,6 +151,43 @@ def sampler_options(f: Callable) -> Callable:
     for option in reversed(_SAMPLER_OPTIONS):
         wrapper = option(wrapper)
     return wrapper
+
+
+_MODEL_SOURCE_OPTIONS = (
+    click.option(
+        "--preset",
+        default=None,
+        help="EDM2 configuration, e.g. edm2-img512-s-autog-fid: its main network, guide and weight "
+        "(downloaded once into $AUTOGUIDANCE_CACHE, ~/.cache/autoguidance by default; --net, --guide or "
+        "--guidance override its parts). One of: " + ", ".join(EDM2_PRESETS) + ".",
+    ),
+    click.option(
+        "--weak-guide",
+        "weak_guide_spec",
+        default=None,
+        help="A guide derived from the main network without training: dropout:P, input-noise:R, "
+        "skip:BLOCK[+BLOCK], quantize:BITS or precision:bf16|fp16 (instead of --guide).",
+    ),
+    click.option(
+        "--weak-guide-seed", type=int, default=0, show_default=True, help="Seed of a random weak guide."
+    ),
+    click.option(
+        "--dtype",
+        type=click.Choice(["fp32", "fp16", "bf16"]),
+        default="fp32",
+        show_default=True,
+        help="Precision of the networks' bodies (EDM2 runs fp16 on GPUs; the preconditioning stays fp32).",
+    ),
+    click.option("--vae", default=None, help="VAE for latent networks (diffusers folder or hub name)."),
+)
+
+
+def model_source_options(f: Callable) -> Callable:
+    """Models from elsewhere (interop/), for every command that generates: --preset (EDM2's published
+    configurations), --weak-guide and --weak-guide-seed (training-free guides), --dtype, --vae."""
+    for option in reversed(_MODEL_SOURCE_OPTIONS):
+        f = option(f)
+    return f
 
 
 def int_list(flag: str, text: str, allow_none: bool = False) -> tuple[int, ...]:

@@ -9,17 +9,8 @@ from .models import ModelCache
 from .plan import Group, Plan
 from .runs import Setup
 
-ROWS = (
-    "none",
-    "cfg",
-    "interval",
-    "autoguidance",
-    "same-ema",
-    "reduced-training",
-    "reduced-capacity",
-    "uncond-none",
-    "uncond-autoguidance",
-)
+COND_ROWS = ("none", "cfg", "interval", "autoguidance", "same-ema", "reduced-training", "reduced-capacity")
+ROWS = (*COND_ROWS, "uncond-none", "uncond-autoguidance")
 
 
 def plan(setup: Setup, models: ModelCache, opts: Options) -> Plan:
@@ -32,18 +23,7 @@ def plan(setup: Setup, models: ModelCache, opts: Options) -> Plan:
         "guide training time": f"{fraction_label(opts.guide_time)} = {t_guide}",
     }
     cond = "class-conditional"
-    if any(
-        wanted(opts, r)
-        for r in (
-            "none",
-            "cfg",
-            "interval",
-            "autoguidance",
-            "same-ema",
-            "reduced-training",
-            "reduced-capacity",
-        )
-    ):
+    if any(wanted(opts, r) for r in COND_ROWS):
         s = str(setup.run("s"))
         main = {**base, "main_run": s}
     if wanted(opts, "none"):
