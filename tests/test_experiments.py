@@ -249,6 +249,11 @@ def test_bad_input_is_one_line_and_exit_2(nets, tmp_path, capsys):
     assert "NAME=PATH" in _cli_error(
         ["experiment", "table1", "--out", str(tmp_path), "--run", "oops"], capsys
     )
+    good_file = tmp_path / "good.json"
+    good_file.write_text(json.dumps(good))
+    missing = str(tmp_path / "none.safetensors")
+    argv = ["sweep", str(good_file), "--store", store, "--ref-stats", missing]
+    assert "does not exist" in _cli_error(argv, capsys)
     assert "empty" in _cli_error(
         [
             "tune",
@@ -283,8 +288,8 @@ torch.set_num_threads(1)
 main, guide, store, cache = sys.argv[1:5]
 base = {"main_run": main, "steps": 2, "samples": 5, "kind": "autoguidance", "guide_run": guide}
 plan = Plan("p", "mean", [Group("ag", "w", [normalise({**base, "w": w}) for w in (1.5, 3.0)])])
-run_plan_everywhere(plan, store, cache, ["mean"], "mnist", "cpu", 2, True, False, echo=lambda s: None,
-                    measure=pixel_measure)
+run_plan_everywhere(plan, store, cache, ["mean"], {"reference": "mnist"}, "cpu", 2, True, False,
+                    echo=lambda s: None, measure=pixel_measure)
 """
 
 
@@ -324,6 +329,31 @@ def test_metrics_measure_flattens_the_metrics_package(tmp_path, monkeypatch):
     assert direction_of("pr_classifier.recall") == "maximize" and direction_of("fd_classifier") == "minimize"
     with pytest.raises(UserInputError, match="unknown metric"):
         MetricsMeasure(["fd_nothing"])
+
+
+def test_metrics_measure_takes_reference_statistics_files(tmp_path, monkeypatch):
+    # A statistics file stands in for computing the reference dataset's statistics (FID's Inception
+    # statistics of a fixed subset, say): the statistics of digits' test split, saved to a file and given
+    # with a *different* --reference, must give the distances against the test split, not the reference's.
+    from autoguidance.data import load_builtin
+    from autoguidance.experiments.measure import MetricsMeasure
+    from autoguidance.images import to_uint8
+    from autoguidance.metrics.detectors import make_detector
+    from autoguidance.metrics.reference import compute_reference, save_reference
+
+    monkeypatch.setenv("AUTOGUIDANCE_CACHE", str(tmp_path))
+    test_split = load_builtin("digits", split="test").images
+    test, train = to_uint8(test_split), to_uint8(load_builtin("digits", split="train").images)
+    det = make_detector("classifier", dataset="digits")
+    stats = tmp_path / "test-stats.safetensors"
+    save_reference(stats, compute_reference(test_split, det, "digits:test"))
+    from_file = MetricsMeasure(["fd_classifier"], reference="digits", ref_stats=[stats])
+    computed = MetricsMeasure(["fd_classifier"], reference="digits")  # digits:train statistics
+    for split, own, other in ((test, from_file, computed), (train, computed, from_file)):
+        assert own(split, None)["fd_classifier"] < 1e-3  # a split against its own statistics
+        assert other(split, None)["fd_classifier"] > 0.1
+    with pytest.raises(UserInputError, match="does not exist"):
+        MetricsMeasure(["fd_classifier"], ref_stats=[tmp_path / "missing.safetensors"])
 
 
 def test_a_later_run_of_an_experiment_joins_its_plan(tmp_path):

@@ -98,6 +98,32 @@ def test_two_workers_share_a_store_without_duplicates(tmp_path):
     assert table(path) == table(tmp_path / "ref.db")
 
 
+def test_a_worker_that_loses_the_race_to_create_the_tables_retries(tmp_path, monkeypatch):
+    # Two workers started together on a new SQLite store both try to create its tables; the loser's
+    # "table ... already exists" must not end it (seen in this test suite's kill-and-resume test).
+    import optuna
+
+    real, calls = optuna.storages.RDBStorage, []
+
+    class Racing(real):  # a subclass: optuna checks isinstance(storage, RDBStorage)
+        def __init__(self, *args, **kwargs):
+            calls.append(1)
+            super().__init__(*args, **kwargs)
+            if len(calls) == 1:  # the other worker won: the tables exist, this one failed creating them
+                raise RuntimeError("(sqlite3.OperationalError) table trial_params already exists")
+
+    class Broken(real):
+        def __init__(self, *args, **kwargs):
+            raise RuntimeError("file is not a database")
+
+    monkeypatch.setattr(optuna.storages, "RDBStorage", Racing)
+    store = ResultStore(tmp_path / "race.db")
+    assert len(calls) == 2 and store.study_names() == []
+    monkeypatch.setattr(optuna.storages, "RDBStorage", Broken)
+    with pytest.raises(UserInputError, match="cannot open results store"):
+        ResultStore(tmp_path / "other.db")
+
+
 def test_empty_grid_is_refused(tmp_path):
     with pytest.raises(UserInputError, match="no configurations"):
         run_sweep(ResultStore(tmp_path / "e.db"), "s", [], objective, "fd")

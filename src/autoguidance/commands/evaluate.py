@@ -25,7 +25,7 @@ from ..interop.loading import edm2_decoder, load_any_network
 from ..metrics import evaluation
 from ..metrics.detectors import make_detector
 from ..metrics.images_in import folder_batches, scan_folder
-from ..metrics.reference import dataset_reference, load_reference
+from ..metrics.reference import dataset_reference, load_reference, stats_file_for
 from ..seeds import parse_seeds
 from .generate import _provenance, parse_interval, parse_weights
 from .options import SamplerSettings, device_option, model_source_options, progress_option, sampler_options
@@ -229,7 +229,7 @@ def evaluate(
         for n, det in detectors.items():
             if not any(evaluation.METRICS[m] in ((n, "fd"), (n, "pr")) for m in metrics):
                 continue  # class agreement alone needs no reference statistics
-            stats_file = _stats_file_for(ref_stats, n)
+            stats_file = stats_file_for(ref_stats, n)
             if stats_file is not None:
                 r = load_reference(stats_file, n)
             elif ref is None:
@@ -289,24 +289,6 @@ def evaluate(
         click.echo(_summary(results) + f"  ({acc.count} images; wrote {out})")
     finally:
         d.close()
-
-
-def _stats_file_for(files: tuple[str, ...], detector: str) -> str | None:
-    """The first of `files` that holds statistics for `detector` (None if none does)."""
-    from ..checkpoint import read_metadata
-    from ..metrics.reference import EDM2_KEYS
-    from ..safe_pickle import load as restricted_load
-
-    for f in files:
-        if not Path(f).is_file():
-            raise UserInputError(f"reference statistics file {f!r} does not exist")
-        if Path(f).suffix == ".pkl":
-            data = restricted_load(f)
-            if isinstance(data, dict) and EDM2_KEYS.get(detector) in data:
-                return f
-        elif read_metadata(f, label="reference statistics").get("detector") == detector:
-            return f
-    return None
 
 
 def _dataset_of_file(ref: str) -> str | None:

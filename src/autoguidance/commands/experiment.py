@@ -21,6 +21,7 @@ from ..experiments.report import write_report
 from ..experiments.runs import Setup
 from ..experiments.session import progress_default, run_plan_everywhere
 from ..experiments.store import ResultStore
+from .options import metric_source_options
 
 EXPERIMENTS = {
     "table1": table1.plan,
@@ -91,7 +92,7 @@ def _fraction(text: str) -> Fraction:
 )
 @click.option("--metric", default="fd_classifier", show_default=True, help="The metric to optimise.")
 @click.option("--metrics", "extra", default="pr_classifier,classes", show_default=True, help="Also recorded.")
-@click.option("--reference", default="mnist", show_default=True, help="Reference dataset of the metrics.")
+@metric_source_options
 @click.option("--batch", type=int, default=64, show_default=True)
 @click.option(
     "--wait/--no-wait", default=True, show_default=True, help="Wait for other workers' configurations."
@@ -115,7 +116,7 @@ def experiment(
     duration,
     metric,
     extra,
-    reference,
+    sources,
     batch,
     wait,
     device,
@@ -167,7 +168,7 @@ def experiment(
     if not plan.groups:
         raise UserInputError(f"empty grid: no rows of {name} selected by --rows {rows}")
     metrics = [metric, *[m.strip() for m in extra.split(",") if m.strip()]]
-    done = run_plan_everywhere(plan, store_path, out / "cache", metrics, reference, device, batch, wait, prog)
+    done = run_plan_everywhere(plan, store_path, out / "cache", metrics, sources, device, batch, wait, prog)
     if done is not None:
         summary = write_report(ResultStore(store_path), name, out / name)
         click.echo(f"{name}: report in {out / name} ({', '.join(summary['files'])}, {name}.md, {name}.json)")

@@ -216,3 +216,34 @@ def renamed_fields(flags: dict[str, str]) -> Iterator[None]:
         if text == str(exc):
             raise
         raise type(exc)(text) from None
+
+
+_METRIC_SOURCE_OPTIONS = (
+    click.option("--reference", default="mnist", show_default=True, help="Reference dataset of the metrics."),
+    click.option(
+        "--ref-stats",
+        "ref_stats",
+        multiple=True,
+        help="A reference statistics file for one detector (ours: .safetensors; EDM2: .pkl), used for that "
+        "detector instead of computing --reference's statistics. Repeatable.",
+    ),
+    click.option(
+        "--inception-weights", default=None, help="TorchScript Inception-v3 file for fid (see README)."
+    ),
+    click.option("--dinov2-weights", default=None, help="Hugging Face DINOv2 directory for fd_dinov2."),
+)
+
+
+def metric_source_options(f: Callable) -> Callable:
+    """Where the sweep commands' metrics take their references and detector weights from; the command
+    receives them as one `sources` dict (MetricsMeasure's keyword arguments)."""
+    names = ("reference", "ref_stats", "inception_weights", "dinov2_weights")
+
+    @functools.wraps(f)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        kwargs["sources"] = {n: kwargs.pop(n) for n in names}
+        return f(*args, **kwargs)
+
+    for option in reversed(_METRIC_SOURCE_OPTIONS):
+        wrapper = option(wrapper)
+    return wrapper

@@ -17,6 +17,7 @@ from ..experiments.plan import Group, Plan
 from ..experiments.report import write_report
 from ..experiments.session import progress_default, run_plan_everywhere
 from ..experiments.store import ResultStore
+from .options import metric_source_options
 
 
 def sweep_plan(spec: dict) -> Plan:
@@ -41,7 +42,7 @@ def sweep_plan(spec: dict) -> Plan:
     help="Folder for reconstructed networks [default: beside the store].",
 )
 @click.option("--metrics", "extra", default="", help="Further metrics to record, e.g. pr_classifier,classes.")
-@click.option("--reference", default="mnist", show_default=True, help="Reference dataset of the metrics.")
+@metric_source_options
 @click.option("--batch", type=int, default=64, show_default=True, help="Images per generated batch.")
 @click.option(
     "--report", "report_dir", default=None, help="Also write the JSON, markdown and PNG report here."
@@ -51,7 +52,7 @@ def sweep_plan(spec: dict) -> Plan:
 )
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--progress/--no-progress", default=None, help="Progress bar [default: on a terminal].")
-def sweep(sweep_file, store_path, cache_dir, extra, reference, batch, report_dir, wait, device, progress):
+def sweep(sweep_file, store_path, cache_dir, extra, sources, batch, report_dir, wait, device, progress):
     """Measure the configurations of SWEEP_FILE (JSON: name, metric, fixed, grid) into the store."""
     spec = read_sweep_file(sweep_file)
     if batch < 1:
@@ -60,7 +61,7 @@ def sweep(sweep_file, store_path, cache_dir, extra, reference, batch, report_dir
     plan = sweep_plan(spec)
     cache = Path(cache_dir) if cache_dir else Path(store_path).expanduser().resolve().parent / "cache"
     done = run_plan_everywhere(
-        plan, store_path, cache, metrics, reference, device, batch, wait, progress_default(progress)
+        plan, store_path, cache, metrics, sources, device, batch, wait, progress_default(progress)
     )
     if done is not None and report_dir:
         write_report(ResultStore(store_path), plan.name, report_dir)

@@ -21,6 +21,7 @@ from ..experiments.models import ModelCache
 from ..experiments.session import progress_default
 from ..experiments.store import ResultStore
 from ..experiments.tune import Range, run_tune
+from .options import metric_source_options
 
 
 def _range(text: str, name: str, log: bool) -> Range | float:
@@ -61,7 +62,7 @@ def _range(text: str, name: str, log: bool) -> Range | float:
 @click.option("--first-samples", type=int, default=125, show_default=True, help="Images at the first rung.")
 @click.option("--steps", type=int, default=16, show_default=True, help="Heun steps per image.")
 @click.option("--metric", default="fd_classifier", show_default=True)
-@click.option("--reference", default="mnist", show_default=True, help="Reference dataset of the metrics.")
+@metric_source_options
 @click.option("--store", "store_path", required=True, help="Results store: a SQLite file or a database URL.")
 @click.option("--name", default="tune", show_default=True, help="Study name in the store.")
 @click.option(
@@ -89,7 +90,7 @@ def tune(
     first_samples,
     steps,
     metric,
-    reference,
+    sources,
     store_path,
     name,
     cache_dir,
@@ -133,7 +134,7 @@ def tune(
         Path(cache_dir) if cache_dir else Path(store_path).expanduser().resolve().parent / "cache", d.device
     )
     evaluator = ImageEvaluator(
-        models, MetricsMeasure([metric], reference, d.device), batch, progress_default(progress)
+        models, MetricsMeasure([metric], device=d.device, **sources), batch, progress_default(progress)
     )
     result = run_tune(
         ResultStore(store_path),

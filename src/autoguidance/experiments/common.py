@@ -55,6 +55,18 @@ def nearest_snapshot(models: ModelCache, run, images: int) -> int:
     return min(models.snapshot_times(run), key=lambda t: (abs(t - images), t))
 
 
+def run_label(models: ModelCache, run, duration: int) -> str:
+    """'XS, T/8': a run's preset and its training length (its last snapshot) as a fraction of T, so that
+    rows from guides of other lengths (a user's --run) are never pooled under one label."""
+    import json
+    from pathlib import Path
+
+    config = Path(run) / "training-config.json"
+    preset = json.loads(config.read_text()).get("preset", "?") if config.is_file() else "?"
+    trained = models.snapshot_times(run)[-1]
+    return f"{str(preset).upper()}, {fraction_label(Fraction(trained, duration))}"
+
+
 def fraction_label(f: Fraction) -> str:
     return "T" if f == 1 else f"T/{int(1 / f)}" if f.numerator == 1 else f"{f}T"
 

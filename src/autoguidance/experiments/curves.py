@@ -3,7 +3,7 @@ unguided model as a reference line."""
 
 from __future__ import annotations
 
-from .common import Options, fraction_label, product, snapshot_at, wanted
+from .common import Options, fraction_label, product, run_label, snapshot_at, wanted
 from .models import ModelCache
 from .plan import Group, Plan
 from .runs import Setup
@@ -22,7 +22,9 @@ def plan(setup: Setup, models: ModelCache, opts: Options) -> Plan:
         ("interval", "guidance interval", {"interval": opts.interval}),
     ):
         if wanted(opts, row):
-            u = {"kind": "cfg", "uncond_run": str(setup.run("xs-uncond")), "uncond_ema": em, **extra}
+            run = setup.run("xs-uncond")
+            u = {"kind": "cfg", "uncond_run": str(run), "uncond_ema": em, **extra}
+            label = f"{label} (unconditional {run_label(models, run, setup.duration)})"
             groups.append(Group(label, "w", product({**main, **u}, w=opts.ws)))
     if wanted(opts, "autoguidance"):
         xs = setup.run("xs")

@@ -38,6 +38,17 @@ def base_metric(metric: str) -> str:
     return metric.split(".", 1)[0]
 
 
+def stats_file_for_all(files: tuple[str, ...]) -> None:
+    """One-line errors for statistics files that do not exist or hold no detector's statistics."""
+    from ..metrics.detectors import DETECTOR_NAMES
+    from ..metrics.reference import stats_file_for
+
+    for f in files:
+        if not any(stats_file_for((f,), name) for name in DETECTOR_NAMES):
+            names = ", ".join(DETECTOR_NAMES)
+            raise UserInputError(f"{f}: not a reference statistics file of any detector ({names})")
+
+
 class MetricsMeasure:
     """(uint8 images, intended classes) -> flattened metrics against the `reference` dataset's statistics."""
 
@@ -49,6 +60,7 @@ class MetricsMeasure:
         batch: int = 250,
         inception_weights: str | None = None,
         dinov2_weights: str | None = None,
+        ref_stats: tuple[str, ...] | list[str] = (),
     ):
         from ..metrics.evaluation import METRICS
 
@@ -58,13 +70,15 @@ class MetricsMeasure:
             raise UserInputError(f"unknown metric {unknown[0]!r}: choose from {', '.join(METRICS)}")
         self.metrics, self.reference, self.device, self.batch = names, reference, device, batch
         self.weights = {"inception_weights": inception_weights, "dinov2_weights": dinov2_weights}
+        self.ref_stats = tuple(str(f) for f in ref_stats)
+        stats_file_for_all(self.ref_stats)  # a missing file fails now, before any sampling
         self._detectors: dict | None = None
         self._references: dict | None = None
 
     def _setup(self) -> None:
         from ..metrics.detectors import make_detector
         from ..metrics.evaluation import detectors_for, needs_reference_features
-        from ..metrics.reference import dataset_reference
+        from ..metrics.reference import dataset_reference, load_reference, stats_file_for
 
         dataset = self.reference.partition(":")[0]
         self._detectors = {
@@ -73,7 +87,15 @@ class MetricsMeasure:
         }
         self._references = {}
         for name, det in self._detectors.items():
-            ref = dataset_reference(self.reference, det)
+            # A statistics file for this detector (say, FID's Inception statistics of a fixed reference
+            # subset, made once) stands in for computing the reference dataset's statistics.
+            stats = stats_file_for(self.ref_stats, name)
+            ref = dataset_reference(self.reference, det) if stats is None else load_reference(stats, name)
+            if ref.detector_version is not None and ref.detector_version != det.version:
+                raise UserInputError(
+                    f"reference statistics {stats} were made with {ref.detector_version!r}, "
+                    f"not {det.version!r}"
+                )
             if needs_reference_features(self.metrics, name) and ref.features is None:
                 raise UserInputError(
                     f"the {name} reference of {self.reference} has no features for precision/recall"

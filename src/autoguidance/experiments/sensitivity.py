@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from fractions import Fraction
 
-from .common import Options, fraction_label, product, snapshot_at, wanted
+from .common import Options, fraction_label, nearest_snapshot, product, snapshot_at, wanted
 from .models import ModelCache
 from .plan import Group, Plan
 from .runs import Setup
@@ -36,9 +36,11 @@ def plan(setup: Setup, models: ModelCache, opts: Options, w_ema: float = 2.0) ->
         t = setup.images(opts.guide_time)
         for preset, name in (("xxs", "xxs"), ("xs", "xs"), ("s", "s")):
             run = setup.run(name)
-            at = snapshot_at(models, run, t)
+            # The main model's own snapshots need not fall on T/2^k (the catalog's s: every T/20): its
+            # nearest one stands in, named by its own time, as table1's "reduced training only" does.
+            at = nearest_snapshot(models, run, t)
             c = {**main, "main_ema": em, "guide_run": str(run), "guide_at": at, "guide_ema": eg}
-            label = f"{preset.upper()} guide at {fraction_label(opts.guide_time)}"
+            label = f"{preset.upper()} guide at {fraction_label(Fraction(at, setup.duration))}"
             groups.append(Group(label, "w", product(c, w=opts.ws), "guide capacity"))
     if wanted(opts, "ema"):
         xs = setup.run("xs")

@@ -28,16 +28,12 @@ def _nothing(images, labels) -> dict:
     return {}
 
 
-def _nothing(images, labels) -> dict:
-    return {}
-
-
 def run_plan_everywhere(
     plan: Plan,
     store_path: str,
     cache_dir: Path,
     metrics: list[str],
-    reference: str,
+    sources: dict[str, Any],
     device: str,
     batch: int,
     wait: bool,
@@ -47,8 +43,9 @@ def run_plan_everywhere(
 ) -> dict[str, Any] | None:
     """Measure the plan's missing configurations, on this process or as one rank of torchrun.
 
-    measure: the metrics (default: the metrics package's, by name). Returns rank 0's summary (None on
-    other ranks)."""
+    sources: MetricsMeasure's reference and weights (reference, ref_stats, inception_weights,
+    dinov2_weights). measure: the metrics (default: the metrics package's, by name). Returns rank 0's
+    summary (None on other ranks)."""
     d = distributed.setup(device, backend="gloo")
     try:
         models = ModelCache(cache_dir, device=d.device)
@@ -57,7 +54,7 @@ def run_plan_everywhere(
         if not d.is_main:
             measure = _nothing  # rank 0 measures the gathered images
         elif measure is None:
-            measure = MetricsMeasure(metrics, reference=reference, device=d.device)
+            measure = MetricsMeasure(metrics, device=d.device, **sources)
         evaluator = ImageEvaluator(models, measure, batch_size=batch, progress=progress and d.is_main)
         if not d.is_main:
             follow(evaluator)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -90,15 +91,24 @@ class ResultStore:
         if self.url.startswith("sqlite"):
             # Several processes share one SQLite file: wait for its lock rather than fail at once.
             engine_kwargs = {"connect_args": {"timeout": 120}}
-        try:
-            self.storage = optuna.storages.RDBStorage(
-                self.url,
-                engine_kwargs=engine_kwargs,
-                heartbeat_interval=int(heartbeat_s),
-                grace_period=int(grace_s),
-            )
-        except Exception as exc:  # SQLAlchemy's errors: a bad URL, an unreachable server, a corrupt file
-            raise UserInputError(f"cannot open results store {store}: {str(exc).splitlines()[0]}") from None
+        for attempt in range(6):
+            try:
+                self.storage = optuna.storages.RDBStorage(
+                    self.url,
+                    engine_kwargs=engine_kwargs,
+                    heartbeat_interval=int(heartbeat_s),
+                    grace_period=int(grace_s),
+                )
+                break
+            except Exception as exc:  # SQLAlchemy's errors: a bad URL, an unreachable server, a corrupt file
+                # Workers started together on a new store race to create its tables; the loser sees
+                # "table ... already exists" and finds the schema complete when it tries again.
+                if "already exists" in str(exc) and attempt < 5:
+                    time.sleep(0.2 * (attempt + 1))
+                    continue
+                raise UserInputError(
+                    f"cannot open results store {store}: {str(exc).splitlines()[0]}"
+                ) from None
         self.heartbeat_s = int(heartbeat_s)
 
     def study(self, name: str, direction: str = "minimize", sampler=None, pruner=None):

@@ -4,7 +4,7 @@ row at its best settings over the swept w and EMA lengths (autoguidance paper, T
 
 from __future__ import annotations
 
-from .common import Options, fraction_label, nearest_snapshot, product, snapshot_at, wanted
+from .common import Options, fraction_label, nearest_snapshot, product, run_label, snapshot_at, wanted
 from .models import ModelCache
 from .plan import Group, Plan
 from .runs import Setup
@@ -36,6 +36,7 @@ def plan(setup: Setup, models: ModelCache, opts: Options) -> Plan:
     ):
         if wanted(opts, row):
             u = str(setup.run("xs-uncond"))
+            label = f"{label} (unconditional {run_label(models, u, T)})"
             configs = [
                 {
                     **c,
@@ -77,10 +78,11 @@ def plan(setup: Setup, models: ModelCache, opts: Options) -> Plan:
             )
         )
     if wanted(opts, "reduced-capacity"):
-        rc = {**main, "kind": "autoguidance", "guide_run": str(setup.run("xs-full"))}
+        full = setup.run("xs-full")
+        rc = {**main, "kind": "autoguidance", "guide_run": str(full)}
         groups.append(
             Group(
-                "reduced capacity only (XS guide, T)",
+                f"reduced capacity only ({run_label(models, full, T)} guide)",
                 "w",
                 product(rc, w=opts.ws, main_ema=opts.ema_main, guide_ema=opts.ema_guide),
                 cond,
@@ -103,7 +105,7 @@ def plan(setup: Setup, models: ModelCache, opts: Options) -> Plan:
             ua = {**umain, "kind": "autoguidance", "guide_run": str(g)}
             groups.append(
                 Group(
-                    "autoguidance (XS guide, T/8)",
+                    f"autoguidance ({run_label(models, g, T)} guide)",
                     "w",
                     product(ua, w=opts.ws, main_ema=opts.ema_main, guide_ema=opts.ema_guide),
                     "unconditional",

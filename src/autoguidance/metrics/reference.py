@@ -167,6 +167,21 @@ def _load_edm2_pickle(path: Path, detector: str) -> Reference:
     )
 
 
+def stats_file_for(files, detector: str) -> str | None:
+    """The first of the statistics `files` (ours: .safetensors; EDM2: .pkl) that holds statistics for
+    `detector`; None if none does. A missing file is a one-line error."""
+    for f in files:
+        if not Path(f).is_file():
+            raise UserInputError(f"reference statistics file {f!r} does not exist")
+        if Path(f).suffix == ".pkl":
+            data = safe_pickle.load(f)
+            if isinstance(data, dict) and EDM2_KEYS.get(detector) in data:
+                return str(f)
+        elif checkpoint.read_metadata(f, label="reference statistics").get("detector") == detector:
+            return str(f)
+    return None
+
+
 def cached_path(dataset: str, detector: Detector) -> Path:
     """<cache>/reference/<dataset>-<detector>-<digest of its version>.safetensors."""
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", dataset)[-60:]
