@@ -98,9 +98,16 @@ def test_two_workers_share_a_store_without_duplicates(tmp_path):
     assert table(path) == table(tmp_path / "ref.db")
 
 
-def test_a_worker_that_loses_the_race_to_create_the_tables_retries(tmp_path, monkeypatch):
+@pytest.mark.parametrize(
+    "error",
+    [
+        "(sqlite3.OperationalError) table trial_params already exists",
+        "(sqlite3.IntegrityError) UNIQUE constraint failed: alembic_version.version_num",
+    ],
+)
+def test_a_worker_that_loses_the_race_to_create_the_tables_retries(tmp_path, monkeypatch, error):
     # Two workers started together on a new SQLite store both try to create its tables; the loser's
-    # "table ... already exists" must not end it (seen in this test suite's kill-and-resume test).
+    # "table ... already exists" or duplicate schema version row must not end it (both seen here).
     import optuna
 
     real, calls = optuna.storages.RDBStorage, []
@@ -110,7 +117,7 @@ def test_a_worker_that_loses_the_race_to_create_the_tables_retries(tmp_path, mon
             calls.append(1)
             super().__init__(*args, **kwargs)
             if len(calls) == 1:  # the other worker won: the tables exist, this one failed creating them
-                raise RuntimeError("(sqlite3.OperationalError) table trial_params already exists")
+                raise RuntimeError(error)
 
     class Broken(real):
         def __init__(self, *args, **kwargs):

@@ -79,6 +79,9 @@ class Row:
     info: dict[str, Any] = field(default_factory=dict)  # wall time, worker, resolved model files
 
 
+RACES = ("already exists", "UNIQUE constraint failed: alembic_version")
+
+
 class ResultStore:
     """Studies in one database. heartbeat_s / grace_s: a RUNNING trial whose worker has not reported for
     grace_s seconds is taken as dead and its configuration redone (a worker on the same host whose
@@ -101,9 +104,10 @@ class ResultStore:
                 )
                 break
             except Exception as exc:  # SQLAlchemy's errors: a bad URL, an unreachable server, a corrupt file
-                # Workers started together on a new store race to create its tables; the loser sees
-                # "table ... already exists" and finds the schema complete when it tries again.
-                if "already exists" in str(exc) and attempt < 5:
+                # Workers started together on a new store race to create its tables and record its
+                # schema version; the loser sees "table ... already exists" or a duplicate
+                # alembic_version row, and finds the schema complete when it tries again.
+                if any(race in str(exc) for race in RACES) and attempt < 5:
                     time.sleep(0.2 * (attempt + 1))
                     continue
                 raise UserInputError(
