@@ -370,3 +370,19 @@ def test_a_later_run_of_an_experiment_joins_its_plan(tmp_path):
     assert [(g.label, len(g.configs)) for g in plan.groups] == [("no guidance", 1), ("ag", 1)]
     with pytest.raises(UserInputError, match="measures mean"):
         save_plan(store, Plan("table1", "other", [Group("x", "w", [a])]))
+
+
+def test_report_picks_the_best_by_the_metrics_direction(tmp_path):
+    # Recall is maximised: each group's best is its highest point, and the table says so.
+    from autoguidance.experiments.report import collect
+
+    base = {"kind": "autoguidance", "main_run": "/m", "guide_run": "/g", "steps": 2, "samples": 2}
+    configs = [normalise({**base, "w": w}) for w in (1.5, 2.0, 3.0)]
+    plan = Plan("curves", "pr.recall", [Group("ag", "w", configs)])
+    recall = {1.5: 0.7, 2.0: 0.9, 3.0: 0.5}
+    store = ResultStore(tmp_path / "r.db")
+    run_plan(store, plan, lambda c: {"metrics": {"pr.recall": recall[c["w"]]}, "info": {}})
+    _, summary = collect(store, "curves")
+    assert summary["groups"][0]["best"]["x"] == 2.0
+    write_report(store, "curves", tmp_path / "out")
+    assert "(higher is better)" in (tmp_path / "out" / "curves.md").read_text()

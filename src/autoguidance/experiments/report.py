@@ -26,6 +26,7 @@ import numpy as np  # noqa: E402
 from .. import atomic  # noqa: E402
 from ..images import make_grid, save_png  # noqa: E402
 from .configs import describe  # noqa: E402
+from .measure import direction_of  # noqa: E402
 from .plan import Plan, load_plan, read_thumbnails  # noqa: E402
 from .store import ResultStore, canonical_key  # noqa: E402
 
@@ -61,7 +62,8 @@ def collect(store: ResultStore, name: str) -> tuple[Plan, dict[str, Any]]:
                 }
             )
         done = [p for p in points if p["value"] is not None]
-        best = min(done, key=lambda p: p["value"]) if done else None
+        pick = max if direction_of(plan.metric) == "maximize" else min
+        best = pick(done, key=lambda p: p["value"]) if done else None
         groups.append({"label": g.label, "panel": g.panel, "x": g.x, "points": points, "best": best})
     summary = {
         "experiment": plan.name,
@@ -77,7 +79,8 @@ def collect(store: ResultStore, name: str) -> tuple[Plan, dict[str, Any]]:
 def markdown(summary: dict[str, Any]) -> str:
     metric = summary["metric"]
     lines = [
-        f"# {summary['experiment']}: {metric} (lower is better)",
+        f"# {summary['experiment']}: {metric} "
+        f"({'higher' if direction_of(metric) == 'maximize' else 'lower'} is better)",
         "",
         f"{summary['measured']} of {summary['configurations']} configurations measured.",
         "",
@@ -139,7 +142,8 @@ def _plot_panel(path: Path, panel: str, groups: list[dict], metric: str) -> None
             continue
         x, y = zip(*pts, strict=True)
         ax.plot(x, y, "o-", color=color, label=g["label"], markersize=4)
-        j = int(np.argmin(y))
+        best = np.argmax if direction_of(metric) == "maximize" else np.argmin
+        j = int(best(y))
         ax.plot([x[j]], [y[j]], "*", color=color, markersize=11)
     if xs_all:
         ax.set_xlabel(groups[0]["x"].replace("_", " "))
@@ -148,7 +152,8 @@ def _plot_panel(path: Path, panel: str, groups: list[dict], metric: str) -> None
     ax.set_ylabel(metric)
     ax.set_title(panel or "all")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
     fig.tight_layout()
     atomic.write_with(path, lambda p: fig.savefig(p, format="png"))
     plt.close(fig)
