@@ -131,20 +131,10 @@ def test_preset_from_mirror_is_cached_with_checksums(tmp_path, monkeypatch):
 
 
 def test_latent_pickle_decodes_through_vae(tmp_path):
-    from diffusers import AutoencoderKL
+    pytest.importorskip("diffusers")
+    from untrained import tiny_vae
 
-    torch.manual_seed(0)
-    vae = AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        latent_channels=4,
-        block_out_channels=(8, 8),
-        down_block_types=("DownEncoderBlock2D",) * 2,
-        up_block_types=("UpDecoderBlock2D",) * 2,
-        layers_per_block=1,
-        norm_num_groups=4,
-        sample_size=16,
-    )
+    vae = tiny_vae(0)
     vae.save_pretrained(tmp_path / "vae")
     enc = Persistent("StabilityVAEEncoder", vae_name="stabilityai/sd-vae-ft-mse")
     _pickle(tmp_path / "latent.pkl", _cfg(img_channels=4), 0, extra={"encoder": enc})

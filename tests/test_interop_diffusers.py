@@ -7,7 +7,7 @@ import pytest
 import torch
 
 pytest.importorskip("diffusers")  # in the test extra; skip only outside it
-from diffusers import AutoencoderKL, DDPMScheduler, DiTTransformer2DModel, UNet2DModel  # noqa: E402
+from diffusers import DDPMScheduler, DiTTransformer2DModel, UNet2DModel  # noqa: E402
 
 from autoguidance.errors import UserInputError  # noqa: E402
 from autoguidance.guidance import GuidedDenoiser, GuideTerm, autoguidance  # noqa: E402
@@ -25,6 +25,7 @@ from autoguidance.interop.parameterization import (  # noqa: E402
     RectifiedFlow,
 )
 from autoguidance.interop.sample_any import sample_from_seeds  # noqa: E402
+from untrained import tiny_vae  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -187,23 +188,8 @@ def test_text_like_conditioning_passes_through():
     assert seen["emb"].abs().sum() == 0
 
 
-def _vae(seed):
-    torch.manual_seed(seed)
-    return AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        latent_channels=4,
-        block_out_channels=(8, 8),
-        down_block_types=("DownEncoderBlock2D",) * 2,
-        up_block_types=("UpDecoderBlock2D",) * 2,
-        layers_per_block=1,
-        norm_num_groups=4,
-        sample_size=16,
-    ).eval()
-
-
 def test_vae_path_edm2_normalisation():
-    vae = _vae(0)
+    vae = tiny_vae(0)
     codec = LatentCodec.edm2(vae)
     images = torch.randint(0, 256, (2, 16, 16, 3), dtype=torch.uint8)
     z = codec.encode(images)
@@ -263,7 +249,7 @@ def test_pipeline_parts_and_mismatched_guide():
 def _save_dit_pipeline(path, seed, scheduler):
     from diffusers import DiTPipeline
 
-    DiTPipeline(transformer=_dit(seed), vae=_vae(0), scheduler=scheduler).save_pretrained(path)
+    DiTPipeline(transformer=_dit(seed), vae=tiny_vae(0), scheduler=scheduler).save_pretrained(path)
 
 
 def _cli(*args):

@@ -1,4 +1,4 @@
-"""Random preset networks for tests that need networks which denoise differently from each other."""
+"""Random networks for tests: preset denoisers that denoise differently from each other, and a tiny VAE."""
 
 import torch
 
@@ -18,3 +18,21 @@ def untrained(name: str, resolution: int = 8, label_dim: int = 10) -> EDM2Denois
             if p.ndim == 0:
                 p.fill_(1.0)
     return net.eval()
+
+
+def tiny_vae(seed: int):
+    """A tiny random diffusers AutoencoderKL (RGB, 4 latent channels, 2x down-sampling), for latent paths."""
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(seed)
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        latent_channels=4,
+        block_out_channels=(8, 8),
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        layers_per_block=1,
+        norm_num_groups=4,
+        sample_size=16,
+    ).eval()
