@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from fractions import Fraction
+from pathlib import Path
 from typing import Any
 
 from ..errors import UserInputError
@@ -58,9 +60,6 @@ def nearest_snapshot(models: ModelCache, run, images: int) -> int:
 def run_label(models: ModelCache, run, duration: int) -> str:
     """'XS, T/8': a run's preset and its training length (its last snapshot) as a fraction of T, so that
     rows from guides of other lengths (a user's --run) are never pooled under one label."""
-    import json
-    from pathlib import Path
-
     config = Path(run) / "training-config.json"
     preset = json.loads(config.read_text()).get("preset", "?") if config.is_file() else "?"
     trained = models.snapshot_times(run)[-1]
