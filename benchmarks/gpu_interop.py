@@ -22,10 +22,9 @@ import time
 import torch
 
 from autoguidance.generation import guided_denoiser
-from autoguidance.interop.edm2_convert import build_edm2_network
 from autoguidance.interop.loading import load_any_network
 from autoguidance.interop.precision import DTYPES, LowPrecision
-from autoguidance.nets.precond import NetConfig
+from autoguidance.nets.precond import EDM2Denoiser, NetConfig
 from autoguidance.sampling import edm_sigmas, sample
 from autoguidance.seeds import SeedStreams
 
@@ -37,13 +36,13 @@ def edm2_config(res: int, channels: int, width: int, tiny: bool) -> NetConfig:
     """EDM2's img512 / img64 layout (channel_mult 1,2,3,4, 3 blocks, attention at 16 and 8, 1000
     classes); --tiny shrinks it for a CPU smoke run."""
     if tiny:
-        return NetConfig(res, channels, 10, width, (1, 2), 1, (res // 2,))
-    return NetConfig(res, channels, 1000, width, (1, 2, 3, 4), 3, (16, 8))
+        return NetConfig(res, channels, 10, width, (1, 2), 1, (res // 2,), edm2_heads=True)
+    return NetConfig(res, channels, 1000, width, (1, 2, 3, 4), 3, (16, 8), edm2_heads=True)
 
 
 def random_net(config: NetConfig, seed: int) -> torch.nn.Module:
     torch.manual_seed(seed)
-    net = build_edm2_network(config)
+    net = EDM2Denoiser(config)
     with torch.no_grad():
         for p in net.parameters():
             if p.ndim == 0:

@@ -174,7 +174,7 @@ BAD_INPUTS = {
     "images_and_net": (["--images", "{folder16}"], "exactly one"),
     "unknown_metric": (["--metrics", "fid,is"], "unknown metric"),
     "pr_without_reference_features": (["--ref", "{pkl}", "--metrics", "pr_inception"], "reference features"),
-    "pickle_that_runs_code": (["--ref", "{evil}", "--metrics", "fid"], "not on the allowlist"),
+    "pickle_that_runs_code": (["--ref", "{evil}", "--metrics", "fid"], "posix.system, which could run code"),
     "classifier_without_builtin": (["--ref", "{folder16}", "--metrics", "fd_classifier"], "built-in"),
     "two_weights": (["--guidance", "1,2"], "one guidance weight"),
     "no_reference": (["--metrics", "fid", "--no-ref"], "give --ref or --ref-stats"),

@@ -15,7 +15,7 @@ from autoguidance.interop.weak_guides import DropoutGuide
 from autoguidance.nets import build
 from autoguidance.nets.io import save_network
 from autoguidance.nets.precond import NetConfig
-from edm2_writer import Persistent, _kwargs, _random_net, edm2_pickle_bytes
+from edm2_writer import PersistentObject, _kwargs, _random_net, edm2_pickle_bytes
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -136,7 +136,7 @@ def test_latent_pickle_decodes_through_vae(tmp_path):
 
     vae = tiny_vae(0)
     vae.save_pretrained(tmp_path / "vae")
-    enc = Persistent("StabilityVAEEncoder", vae_name="stabilityai/sd-vae-ft-mse")
+    enc = PersistentObject("StabilityVAEEncoder", vae_name="stabilityai/sd-vae-ft-mse")
     _pickle(tmp_path / "latent.pkl", _cfg(img_channels=4), 0, extra={"encoder": enc})
     _ok(
         "generate",

@@ -80,6 +80,16 @@ def check_dir(path: str | os.PathLike, flag: str = "--out") -> Path:
     return path
 
 
+def check_file(path: str | os.PathLike, flag: str = "--out") -> Path:
+    """Check, without creating anything, that the output file `path` can be written: not a folder, and
+    its folder creatable or writable (`check_dir`)."""
+    path = Path(path)
+    if path.is_dir():
+        raise OutputPathError(f"{flag} {path} is a folder, not a file")
+    check_dir(path.absolute().parent, flag)
+    return path
+
+
 def prepare_dir(path: str | os.PathLike, flag: str = "--out") -> Path:
     """`check_dir`, then create the folder (and its parents)."""
     check_dir(path, flag)

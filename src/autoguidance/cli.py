@@ -13,7 +13,7 @@ import sys
 import click
 
 from .atomic import output_error
-from .commands import diffusers_generate, experiment, generate, info, phema, sweep, toy, train, tune
+from .commands import convert, diffusers_generate, experiment, generate, info, phema, sweep, toy, train, tune
 from .commands.evaluate import evaluate as evaluate_command
 from .errors import RunFailedError, UserInputError
 
@@ -31,6 +31,7 @@ for _command in (
     phema.phema,
     generate.generate,
     info.info,
+    convert.convert,
     sweep.sweep,
     tune.tune,
     experiment.experiment,

@@ -1,7 +1,8 @@
 """Image output helpers: float samples to uint8, grids of images, atomic PNG files (Pillow).
 
-Images here are uint8 arrays laid out (H, W, C) with C = 1 (grayscale) or 3 (RGB), the layout that
-Pillow and most viewers expect; the networks work in (B, C, H, W) floats in [-1, 1].
+Images here are uint8 arrays laid out (H, W, C) with C = 1 (grayscale), 3 (RGB) or 4 (RGBA: a network
+with a fourth channel and no decoder), the layout that Pillow and most viewers expect; the networks work
+in (B, C, H, W) floats in [-1, 1].
 """
 
 from __future__ import annotations
@@ -13,6 +14,24 @@ import torch
 from PIL import Image
 
 from . import atomic
+from .errors import UserInputError
+
+PNG_CHANNELS = (1, 3, 4)  # grayscale, RGB, RGBA
+
+
+def check_png_channels(channels: int) -> None:
+    """UserInputError unless images of `channels` channels can be written as PNG (before sampling)."""
+    if channels not in PNG_CHANNELS:
+        raise UserInputError(
+            f"the network makes {channels}-channel images, which PNG cannot hold (1, 3 or 4 channels); "
+            "a latent network needs its decoder (--vae)"
+        )
+
+
+def as_read_back(images: torch.Tensor) -> torch.Tensor:
+    """(N, H, W, C) uint8 -> the images that reading their PNGs back gives (data/folder.py): RGBA's alpha
+    dropped, so that measuring a model on the fly equals measuring the folder `generate` writes."""
+    return images[..., :3] if images.shape[-1] == 4 else images
 
 
 def to_uint8(x: torch.Tensor) -> torch.Tensor:
@@ -49,10 +68,10 @@ def make_grid(cells: np.ndarray | torch.Tensor, pad: int = 1, fill: int = 255) -
 
 
 def save_png(path: str | os.PathLike, image: np.ndarray | torch.Tensor) -> None:
-    """Atomically write an (H, W, C) uint8 image, C = 1 (grayscale) or 3 (RGB), as PNG."""
+    """Atomically write an (H, W, C) uint8 image, C = 1 (grayscale), 3 (RGB) or 4 (RGBA), as PNG."""
     image = image.cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
-    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] not in (1, 3):
-        raise ValueError(f"expected an (H, W, 1 or 3) uint8 image, got {image.dtype} {image.shape}")
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] not in PNG_CHANNELS:
+        raise ValueError(f"expected an (H, W, 1, 3 or 4) uint8 image, got {image.dtype} {image.shape}")
     pil = Image.fromarray(image[:, :, 0] if image.shape[2] == 1 else image)
     # format="PNG" because the temporary name ends in .tmp.png only by convention; be explicit.
     atomic.write_with(path, lambda tmp: pil.save(tmp, format="PNG"))
@@ -94,7 +113,8 @@ def labelled_grid(
     top_h = n_lines * line_h + 4
     canvas = Image.new("L", (left_w + grid.shape[1], top_h + grid.shape[0]), 255)
     canvas.paste(
-        Image.fromarray(grid[:, :, 0] if c == 1 else grid.mean(axis=2).astype(np.uint8)), (left_w, top_h)
+        Image.fromarray(grid[:, :, 0] if c == 1 else grid[:, :, :3].mean(axis=2).astype(np.uint8)),
+        (left_w, top_h),
     )
     draw = ImageDraw.Draw(canvas)
     for r, text in enumerate(row_labels):
@@ -117,7 +137,9 @@ def labelled_grid(
             draw.text(((x0 + x1 - tw) // 2, 2 + line * line_h), text, fill=0, font=font)
             k = end
     out = np.asarray(canvas, dtype=np.uint8)[:, :, None]
-    if c == 3:  # keep the grid's colours: paste the RGB grid back into a 3-channel canvas
-        out = np.repeat(out, 3, axis=2)
+    if c > 1:  # keep the grid's colours: paste the RGB(A) grid back into a canvas of as many channels
+        out = np.repeat(out, c, axis=2)
+        if c == 4:
+            out[:, :, 3] = 255  # the labels opaque
         out[top_h:, left_w:] = grid
     return out

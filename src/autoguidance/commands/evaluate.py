@@ -20,6 +20,7 @@ import torch
 from .. import atomic, distributed
 from ..errors import UserInputError, check_int
 from ..generation import check_class_label, generate_images, guided_denoiser, shard_seeds
+from ..images import as_read_back, check_png_channels
 from ..interop import cli_support as interop
 from ..interop.loading import edm2_decoder, load_any_network
 from ..metrics import evaluation
@@ -190,6 +191,8 @@ def evaluate(
             height, channels = net.config.img_resolution, net.config.img_channels
             if decode is not None:  # latent networks: the Stability VAE decodes 8x larger RGB images
                 height, channels = 8 * height, 3
+            check_png_channels(channels)
+            channels = min(channels, 3)  # RGBA is measured as RGB (`as_read_back`)
             total = len(seeds)
             mine = shard_seeds(seeds, d.rank, d.world_size, share)
 
@@ -206,7 +209,7 @@ def evaluate(
                         batch_size=share,
                         decode=decode,
                     )
-                    yield images, labels
+                    yield as_read_back(images), labels
 
             batches = generated()
             source = {

@@ -21,7 +21,7 @@ from .. import atomic, distributed
 from ..errors import UserInputError
 from ..generation import check_class_label, gather_sharded, generate_images, guided_denoiser, shard_seeds
 from ..guidance import check_interval, check_weight
-from ..images import labelled_grid, save_png
+from ..images import check_png_channels, labelled_grid, save_png
 from ..interop import cli_support as interop
 from ..interop.loading import edm2_decoder, load_any_network
 from ..nets.precond import EDM2Denoiser
@@ -197,6 +197,8 @@ def generate(
         uncond, uncond_meta = load_any_network(uncond_path, device=dev) if uncond_path else (None, None)
         net, guide, uncond = (interop.with_dtype(m, dtype) for m in (net, guide, uncond))
         decode = edm2_decoder(net_meta, vae, dev)
+        if decode is None:
+            check_png_channels(net.config.img_channels)
         check_class_label(net, class_label)
         for w in weights:  # checks the guides against the net, the weights and the interval
             guided_denoiser(net, guide, w, interval, uncond, uncond_guidance)

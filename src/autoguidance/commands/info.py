@@ -1,6 +1,7 @@
 """`autoguidance info`: what a checkpoint holds, or what a preset would build.
 
     autoguidance info CKPT                               network file, EMA snapshot, training state, toy model
+    autoguidance info FILE.pkl                           an EDM2 network pickle: network, loss, dataset
     autoguidance info --preset s --resolution 64         a preset's size and cost, without a checkpoint
 
 Prints the network config, its parameter count and FLOPs per denoiser evaluation, and the rest of the
@@ -16,6 +17,7 @@ import click
 
 from .. import checkpoint
 from ..errors import UserInputError
+from ..interop.loading import is_pickle, load_any_network
 from ..nets.flops import count_parameters, flops_per_evaluation
 from ..nets.precond import NetConfig, build
 from ..nets.presets import PRESET_NAMES, preset_config
@@ -48,8 +50,11 @@ def _toy_lines(settings: Any) -> list[str]:
 
 
 def describe(path: str) -> list[str]:
-    """The lines that `autoguidance info` prints for the checkpoint at `path`."""
-    _, meta = checkpoint.load(path)
+    """The lines that `autoguidance info` prints for the checkpoint (or EDM2 pickle) at `path`."""
+    if is_pickle(path):
+        _, meta = load_any_network(path)  # the restricted unpickler: nothing in the file runs
+    else:
+        _, meta = checkpoint.load(path)
     lines = [f"file: {path}", f"kind: {meta.get('kind')}"]
     if "net" in meta:
         lines += _network_lines(NetConfig.from_dict(meta["net"]))

@@ -1,4 +1,4 @@
-"""EDM2 network records (from `edm2_pickle`) -> the package's own `EDM2Denoiser`, weights mapped.
+"""EDM2 network records (from `io.restricted_pickle`) -> the package's own `EDM2Denoiser`, weights mapped.
 
 EDM2's `Precond(img_resolution, img_channels, label_dim, use_fp16, sigma_data, logvar_channels,
 **unet_kwargs)` wraps `UNet(model_channels, channel_mult, channel_mult_noise, channel_mult_emb,
@@ -25,11 +25,14 @@ import torch
 
 from ..checkpoint import load_into
 from ..errors import UserInputError
+from ..io.restricted_pickle import ArrayRecord, ObjectRecord, PersistentRecord, load, to_json
 from ..nets.precond import EDM2Denoiser, NetConfig
-from ..nets.unet import ATTN_BALANCE, CLIP_ACT, RES_BALANCE, Block
-from .edm2_pickle import ArrayRecord, PersistentRecord, PlainRecord, read_edm2_pickle
+from ..nets.unet import ATTN_BALANCE, CHANNELS_PER_HEAD, CLIP_ACT, RES_BALANCE, Block
 
-EDM2_CHANNELS_PER_HEAD = 64
+# EDM2's classes inside a network (under `ema`) that this module turns into our own objects: nothing else
+# may appear there. Outside it (the loss, the dataset's arguments, a user's additions) records stay data.
+NETWORK_CLASSES = frozenset({"Precond", "UNet", "Block", "MPConv", "MPFourier"})
+ENCODER_CLASSES = frozenset({"StabilityVAEEncoder", "StandardRGBEncoder"})
 # EDM2's constructor defaults (UNet and Precond), used for arguments a pickle does not store.
 EDM2_DEFAULTS: dict[str, Any] = {
     "model_channels": 192,
@@ -45,7 +48,7 @@ EDM2_DEFAULTS: dict[str, Any] = {
     "use_fp16": True,
     "dropout": 0.0,
     "resample_filter": [1, 1],
-    "channels_per_head": EDM2_CHANNELS_PER_HEAD,
+    "channels_per_head": CHANNELS_PER_HEAD,
     "res_balance": RES_BALANCE,
     "attn_balance": ATTN_BALANCE,
     "clip_act": CLIP_ACT,
@@ -55,6 +58,7 @@ _FIXED = (
     "channel_mult_noise",
     "channel_mult_emb",
     "resample_filter",
+    "channels_per_head",
     "res_balance",
     "attn_balance",
     "clip_act",
@@ -78,6 +82,7 @@ class EDM2Checkpoint:
     encoder: EDM2Encoder | None
     edm2_kwargs: dict[str, Any]  # the constructor arguments as pickled (for provenance)
     use_fp16: bool
+    extras: dict[str, Any] = field(default_factory=dict)  # the snapshot's other entries, as inert records
 
 
 def _plain(value: Any) -> Any:
@@ -121,21 +126,9 @@ def edm2_net_config(kwargs: dict[str, Any]) -> tuple[NetConfig, dict[str, Any]]:
         concat_balance=float(full["concat_balance"]),
         sigma_data=float(full["sigma_data"]),
         logvar_channels=full["logvar_channels"],
+        edm2_heads=True,
     )
     return config, full
-
-
-def build_edm2_network(config: NetConfig, channels_per_head: int = EDM2_CHANNELS_PER_HEAD) -> EDM2Denoiser:
-    """Our network with EDM2's head rule: channels // channels_per_head heads, none when that is 0."""
-    net = EDM2Denoiser(config)
-    for block in net.unet.modules():
-        if isinstance(block, Block) and block.attn is not None:
-            heads = block.out_channels // channels_per_head
-            if heads == 0:
-                block.attn = None
-            else:
-                block.attn.num_heads = heads
-    return net
 
 
 def qkv_from_edm2(w: torch.Tensor, heads: int) -> torch.Tensor:
@@ -152,7 +145,7 @@ def qkv_to_edm2(w: torch.Tensor, heads: int) -> torch.Tensor:
 
 def flatten_state(record: Any, prefix: str = "") -> dict[str, torch.Tensor]:
     """Walk a record tree (persistent modules, ModuleDicts) -> {dotted name: tensor} in EDM2's names."""
-    state = record.state if isinstance(record, (PersistentRecord, PlainRecord)) else None
+    state = record.state if isinstance(record, (PersistentRecord, ObjectRecord)) else None
     if not isinstance(state, dict):
         raise UserInputError(f"EDM2 pickle: {prefix or 'the network'} is not a module")
     out: dict[str, torch.Tensor] = {}
@@ -170,7 +163,7 @@ def flatten_state(record: Any, prefix: str = "") -> dict[str, torch.Tensor]:
 
 
 def map_edm2_state(edm2: dict[str, torch.Tensor], net: EDM2Denoiser) -> dict[str, torch.Tensor]:
-    """EDM2 tensor names and layouts -> ours, for `net` built by `build_edm2_network`."""
+    """EDM2 tensor names and layouts -> ours, for `net` built from `edm2_net_config`."""
     out: dict[str, torch.Tensor] = {}
     heads_of = {
         name: m.attn.num_heads
@@ -191,6 +184,8 @@ def map_edm2_state(edm2: dict[str, torch.Tensor], net: EDM2Denoiser) -> dict[str
 
 
 def _find_precond(obj: Any) -> PersistentRecord:
+    """The network of a snapshot: EDM2's training loop and post-hoc EMA write an EasyDict (a dict here)
+    whose `ema` is the Precond; a bare Precond is accepted too."""
     if isinstance(obj, PersistentRecord) and obj.class_name == "Precond":
         return obj
     if isinstance(obj, dict):
@@ -201,9 +196,24 @@ def _find_precond(obj: Any) -> PersistentRecord:
     raise UserInputError(f"EDM2 pickle holds no Precond network (found {name})")
 
 
+def _check_network_classes(precond: PersistentRecord) -> None:
+    """Only EDM2's known network classes (and torch's containers) may make up the network tree."""
+    stack = [precond]
+    while stack:
+        rec = stack.pop()
+        if isinstance(rec, PersistentRecord) and rec.class_name not in NETWORK_CLASSES:
+            known = ", ".join(sorted(NETWORK_CLASSES))
+            raise UserInputError(
+                f"EDM2 pickle: the network contains an unknown class {rec.class_name!r}; known: {known}"
+            )
+        if not isinstance(rec, (PersistentRecord, ObjectRecord)):
+            raise UserInputError(f"EDM2 pickle: the network contains a {type(rec).__name__}, not a module")
+        stack.extend(child for child in rec.modules.values() if child is not None)
+
+
 def _encoder(obj: Any) -> EDM2Encoder | None:
     rec = obj.get("encoder") if isinstance(obj, dict) else None
-    if not isinstance(rec, PersistentRecord):
+    if not isinstance(rec, PersistentRecord) or rec.class_name not in ENCODER_CLASSES:
         return None
     kwargs = {k: _plain(v) for k, v in rec.init_kwargs.items()}
     return EDM2Encoder("vae" if rec.class_name == "StabilityVAEEncoder" else "rgb", kwargs)
@@ -212,15 +222,28 @@ def _encoder(obj: Any) -> EDM2Encoder | None:
 def records_to_network(obj: Any, source: str = "EDM2 pickle") -> EDM2Checkpoint:
     """Rebuild our network (eval mode, float32) from unpickled records; check every tensor."""
     precond = _find_precond(obj)
+    _check_network_classes(precond)
     if precond.init_args:
         raise UserInputError(f"{source}: positional constructor arguments are not supported")
     config, full = edm2_net_config(precond.init_kwargs)
-    net = build_edm2_network(config, int(full["channels_per_head"]))
+    net = EDM2Denoiser(config)
     tensors = map_edm2_state(flatten_state(precond), net)
     load_into(net, tensors, source)  # every tensor present and of the shape its arguments imply
-    return EDM2Checkpoint(net.eval(), _encoder(obj), full, bool(full["use_fp16"]))
+    extras = {k: v for k, v in obj.items() if v is not precond} if isinstance(obj, dict) else {}
+    return EDM2Checkpoint(net.eval(), _encoder(obj), full, bool(full["use_fp16"]), extras)
 
 
 def load_edm2_pickle(path: str) -> EDM2Checkpoint:
     """An EDM2 network pickle -> our network, without executing anything stored in the file."""
-    return records_to_network(read_edm2_pickle(path), source=str(path))
+    return records_to_network(load(path), source=str(path))
+
+
+def checkpoint_metadata(ckpt: EDM2Checkpoint) -> dict[str, Any]:
+    """What an EDM2 file says besides the weights, as JSON: the constructor arguments, the encoder
+    (which a latent network's decoding needs) and the snapshot's other entries (loss, dataset), inert."""
+    encoder = ckpt.encoder
+    return {
+        "edm2_kwargs": ckpt.edm2_kwargs,
+        "encoder": None if encoder is None else {"kind": encoder.kind, **encoder.kwargs},
+        "edm2_snapshot": {k: to_json(v) for k, v in ckpt.extras.items() if k != "encoder"},
+    }

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import Any
 
 import torch
 
 from ..errors import UserInputError
 from ..nets.io import load_network
 from ..nets.precond import EDM2Denoiser
-from .edm2_convert import EDM2Encoder, load_edm2_pickle
+from .edm2_convert import EDM2Encoder, checkpoint_metadata, load_edm2_pickle
 
 
 def is_pickle(path: str | os.PathLike) -> bool:
@@ -33,12 +32,7 @@ def load_any_network(
     if not is_pickle(path):
         return load_network(path, device=device)
     ckpt = load_edm2_pickle(str(path))
-    meta: dict[str, Any] = {
-        "kind": "edm2_pickle",
-        "net": ckpt.net.config.to_dict(),
-        "edm2_kwargs": ckpt.edm2_kwargs,
-        "encoder": None if ckpt.encoder is None else {"kind": ckpt.encoder.kind, **ckpt.encoder.kwargs},
-    }
+    meta = {"kind": "edm2_pickle", "net": ckpt.net.config.to_dict(), **checkpoint_metadata(ckpt)}
     return ckpt.net.to(device), meta
 
 

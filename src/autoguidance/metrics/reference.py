@@ -7,8 +7,9 @@ written atomically under <cache>/reference/ (see `autoguidance.cache`) and reuse
 version is the same.
 
 EDM2's published reference files are pickles of {'fid': {'mu', 'sigma'}, 'fd_dinov2': {'mu', 'sigma'}}:
-they are read with the restricted unpickler (plain containers and numpy arrays only). They carry no
-resolution, channel count or features, so those checks and precision/recall are unavailable with them.
+they are read with the restricted unpickler (io/restricted_pickle.py: inert records, no code runs). They
+carry no resolution, channel count or features, so those checks and precision/recall are unavailable with
+them.
 """
 
 from __future__ import annotations
@@ -22,9 +23,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import checkpoint, safe_pickle
+from .. import checkpoint
 from ..cache import cache_dir
 from ..errors import UserInputError
+from ..io import restricted_pickle
 from ..progress import Progress
 from .detectors.base import Detector
 from .frechet import FeatureStats
@@ -140,7 +142,7 @@ def load_reference(path: str | os.PathLike, detector: str) -> Reference:
 
 
 def _load_edm2_pickle(path: Path, detector: str) -> Reference:
-    data = safe_pickle.load(path)
+    data = restricted_pickle.to_plain(restricted_pickle.load(path))
     key = EDM2_KEYS.get(detector)
     if not isinstance(data, dict) or key not in data or not isinstance(data[key], dict):
         raise UserInputError(
@@ -174,7 +176,7 @@ def stats_file_for(files, detector: str) -> str | None:
         if not Path(f).is_file():
             raise UserInputError(f"reference statistics file {f!r} does not exist")
         if Path(f).suffix == ".pkl":
-            data = safe_pickle.load(f)
+            data = restricted_pickle.load(f)
             if isinstance(data, dict) and EDM2_KEYS.get(detector) in data:
                 return str(f)
         elif checkpoint.read_metadata(f, label="reference statistics").get("detector") == detector:

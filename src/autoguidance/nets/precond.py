@@ -30,6 +30,8 @@ class NetConfig:
     attn_resolutions: resolutions (pixels per side) whose blocks get self-attention; each must be one of
         the levels' resolutions. label_balance / concat_balance: the t of the label MP-sum and skip MP-cat.
     logvar_channels: Fourier features of the uncertainty head u(sigma).
+    edm2_heads: attention heads by EDM2's rule, channels // 64 and none below 64 channels (networks
+        converted from EDM2's files); by default at least one head (our small networks).
     """
 
     img_resolution: int
@@ -44,6 +46,7 @@ class NetConfig:
     concat_balance: float = 0.5
     sigma_data: float = 0.5
     logvar_channels: int = 128
+    edm2_heads: bool = False
 
     def __post_init__(self) -> None:
         # Accept lists (what JSON gives back) but store tuples, so configs compare and hash by value.
@@ -78,6 +81,8 @@ class NetConfig:
         d = dataclasses.asdict(self)
         d["channel_mult"] = list(self.channel_mult)
         d["attn_resolutions"] = list(self.attn_resolutions)
+        if not self.edm2_heads:  # written only when set: our own networks' checkpoints stay as they were
+            del d["edm2_heads"]
         return d
 
     @classmethod
@@ -139,6 +144,7 @@ class EDM2Denoiser(nn.Module):
                 dropout=config.dropout,
                 label_balance=config.label_balance,
                 concat_balance=config.concat_balance,
+                edm2_heads=config.edm2_heads,
             )
         )
         # Learned uncertainty u(sigma) (EDM2 Sec. 5 / eq. 8): weighs the loss per noise level.

@@ -42,10 +42,10 @@ class CosineAttention(nn.Module):
     softmax cannot saturate as weights grow; normalising v keeps the output at unit magnitude.
     """
 
-    def __init__(self, channels: int, channels_per_head: int = CHANNELS_PER_HEAD):
+    def __init__(self, channels: int, num_heads: int | None = None):
         super().__init__()
-        # At least one head: our small nets have fewer than 64 channels at the attention resolution.
-        heads = max(1, channels // channels_per_head)
+        # By default at least one head: our small nets have fewer than 64 channels at attention levels.
+        heads = num_heads or max(1, channels // CHANNELS_PER_HEAD)
         while channels % heads:
             heads -= 1
         self.num_heads = heads
@@ -80,6 +80,7 @@ class Block(nn.Module):
         resample_mode: str = "keep",
         attention: bool = False,
         dropout: float = 0.0,
+        edm2_heads: bool = False,
     ):
         super().__init__()
         if flavor not in ("enc", "dec"):
@@ -98,7 +99,9 @@ class Block(nn.Module):
         self.conv_skip = None
         if in_channels != out_channels:
             self.conv_skip = MPConv(in_channels, out_channels, kernel=(1, 1))
-        self.attn = CosineAttention(out_channels) if attention else None
+        # EDM2's own rule (its released networks): channels // 64 heads, so no attention below 64 channels.
+        heads = out_channels // CHANNELS_PER_HEAD if edm2_heads else None
+        self.attn = CosineAttention(out_channels, heads) if attention and heads != 0 else None
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         x = resample(x, self.resample_mode)
@@ -143,6 +146,7 @@ class UNet(nn.Module):
         dropout: float = 0.0,
         label_balance: float = 0.5,
         concat_balance: float = 0.5,
+        edm2_heads: bool = False,
     ):
         super().__init__()
         widths = [model_channels * m for m in channel_mult]
@@ -158,7 +162,7 @@ class UNet(nn.Module):
         self.emb_noise = MPConv(noise_channels, emb_channels)
         self.emb_label = MPConv(label_dim, emb_channels) if label_dim > 0 else None
 
-        block = dict(emb_channels=emb_channels, dropout=dropout)
+        block = dict(emb_channels=emb_channels, dropout=dropout, edm2_heads=edm2_heads)
         self.enc = nn.ModuleDict()
         cout = img_channels + 1  # + a constant-ones channel: stands in for biases and, padded, marks borders
         for level, width in enumerate(widths):

@@ -1,4 +1,5 @@
-"""The restricted unpickler refuses pickles that would run code and reads EDM2's reference statistics."""
+"""The restricted unpickler refuses pickles that would run code and reads EDM2's reference statistics
+(the same unpickler reads EDM2's network files: tests/test_edm2_fixture.py)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ import pickle
 import numpy as np
 import pytest
 
-from autoguidance import safe_pickle
 from autoguidance.errors import UserInputError
+from autoguidance.io import restricted_pickle
 from autoguidance.metrics.reference import load_reference
 
 
@@ -28,8 +29,8 @@ def test_refuses_a_pickle_that_would_run_code(tmp_path):
     marker = tmp_path / "ran"
     path = tmp_path / "evil.pkl"
     path.write_bytes(pickle.dumps({"fid": _RunsCode(marker)}))
-    with pytest.raises(safe_pickle.RefusedPickleError) as exc:
-        safe_pickle.load(path)
+    with pytest.raises(restricted_pickle.RefusedPickleError) as exc:
+        restricted_pickle.load(path)
     assert "system" in str(exc.value) and "\n" not in str(exc.value)
     assert isinstance(exc.value, UserInputError)
     assert not marker.exists()
@@ -46,7 +47,7 @@ def test_loads_edm2_reference_layout(tmp_path, protocol):
     }
     path = tmp_path / "ref.pkl"
     path.write_bytes(pickle.dumps(stats, protocol=protocol))
-    loaded = safe_pickle.load(path)
+    loaded = restricted_pickle.to_plain(restricted_pickle.load(path))
     assert np.array_equal(loaded["fid"]["mu"], stats["fid"]["mu"])
     ref = load_reference(path, "dinov2")
     assert ref.mu.dtype == np.float64 and np.allclose(ref.mu, stats["fd_dinov2"]["mu"])
@@ -57,21 +58,17 @@ def test_loads_edm2_reference_layout(tmp_path, protocol):
 
 def test_plain_containers_and_scalars():
     data = {"a": [1, 2.5, (3, "x")], "b": collections.OrderedDict(c={1, 2}), "n": np.float32(2), "z": 1j}
-    assert safe_pickle.loads(pickle.dumps(data, protocol=2)) == data
+    assert restricted_pickle.to_plain(restricted_pickle.loads(pickle.dumps(data, protocol=2))) == data
 
 
-def test_larger_allowlist_and_substitutes():
+def test_other_globals_are_refused_not_imported():
     data = pickle.dumps(collections.Counter("aab"))
-    with pytest.raises(safe_pickle.RefusedPickleError, match="collections.Counter"):
-        safe_pickle.loads(data)
-    allowed = safe_pickle.STATS_GLOBALS | {("collections", "Counter")}
-    assert safe_pickle.loads(data, allowed) == collections.Counter("aab")
-    # A mapping hands out a stand-in without importing what the pickle names.
-    assert safe_pickle.loads(data, {("collections", "Counter"): dict}) == {"a": 2, "b": 1}
+    with pytest.raises(restricted_pickle.RefusedPickleError, match="collections.Counter"):
+        restricted_pickle.loads(data)
 
 
 def test_malformed_pickle_is_one_line(tmp_path):
-    with pytest.raises(safe_pickle.RefusedPickleError, match="cannot read"):
-        safe_pickle.loads(pickle.dumps({"a": 1})[:-3])
+    with pytest.raises(restricted_pickle.RefusedPickleError, match="cannot read"):
+        restricted_pickle.loads(pickle.dumps({"a": 1})[:-3])
     with pytest.raises(UserInputError, match="cannot read"):
-        safe_pickle.load(tmp_path / "missing.pkl")
+        restricted_pickle.load(tmp_path / "missing.pkl")

@@ -1,0 +1,1 @@
+"""Files in and out: the restricted unpickler, EDM2's network files."""
