@@ -21,12 +21,12 @@ import time
 
 import torch
 
-from autoguidance.generation import guided_denoiser
-from autoguidance.interop.loading import load_any_network
-from autoguidance.interop.precision import DTYPES, LowPrecision
+from autoguidance.generate import guided_denoiser
+from autoguidance.io.loading import load_any_network
 from autoguidance.nets.precond import EDM2Denoiser, NetConfig
 from autoguidance.sampling import edm_sigmas, sample
 from autoguidance.seeds import SeedStreams
+from autoguidance.wrappers.precision import DTYPES, LowPrecision
 
 TOL_D = {"fp16": 1e-2, "bf16": 4e-2}
 TOL_SAMPLE = {"fp16": 5e-2, "bf16": 2e-1}

@@ -30,8 +30,8 @@ from pathlib import Path
 
 import torch
 
-from autoguidance import atomic
-from autoguidance.generation import generate_images
+from autoguidance.generate import generate_images
+from autoguidance.io import atomic
 from autoguidance.nets.flops import flops_per_evaluation
 from autoguidance.nets.precond import EDM2Denoiser, build
 from autoguidance.nets.presets import PRESET_NAMES, preset_config

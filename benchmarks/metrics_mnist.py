@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from scipy.ndimage import gaussian_filter
 
-from autoguidance import atomic
+from autoguidance.io import atomic
 
 torch.set_num_threads(1)
 
@@ -85,8 +85,8 @@ def cmd_features(args) -> None:
 
 
 def cmd_generate(args) -> None:
-    from autoguidance.generation import generate_images
-    from autoguidance.nets.io import load_network
+    from autoguidance.generate import generate_images
+    from autoguidance.io.networks import load_network
 
     work = Path(args.work)
     net, _ = load_network(args.net)

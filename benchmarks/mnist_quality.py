@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 from sklearn.neural_network import MLPClassifier
 
-from autoguidance import atomic
 from autoguidance.data import load_builtin
-from autoguidance.generation import generate_images
-from autoguidance.nets.io import load_network
+from autoguidance.generate import generate_images
+from autoguidance.io import atomic
+from autoguidance.io.networks import load_network
 
 
 def features(images: np.ndarray) -> np.ndarray:

@@ -25,11 +25,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from autoguidance import atomic
-from autoguidance.experiments.configs import normalise
-from autoguidance.experiments.evaluate import generate
-from autoguidance.experiments.measure import MetricsMeasure
-from autoguidance.experiments.models import ModelCache
+from autoguidance.io import atomic
+from autoguidance.sweeps.configs import normalise
+from autoguidance.sweeps.evaluator import generate
+from autoguidance.sweeps.measure import MetricsMeasure
+from autoguidance.sweeps.models import ModelCache
 
 CHUNK = 100
 

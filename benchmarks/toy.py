@@ -20,8 +20,8 @@ from pathlib import Path
 
 import torch
 
-from autoguidance import atomic
-from autoguidance.experiments.toy import ToySettings, run_toy
+from autoguidance.io import atomic
+from autoguidance.toy.experiment import ToySettings, run_toy
 from autoguidance.toy.mixture import ToyMixture
 from autoguidance.toy.model import ToyModel, ToyModelConfig
 

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import torch
 
-from autoguidance import atomic
-from autoguidance.experiments.toy import ToySettings
-from autoguidance.experiments.toy_plots import FRONT_COLORS, plt
-from autoguidance.experiments.toy_sweep import run_sweep
+from autoguidance.io import atomic
+from autoguidance.toy.experiment import ToySettings
+from autoguidance.toy.figures import FRONT_COLORS, plt
+from autoguidance.toy.sweep import run_sweep
 
 # (width, iterations, EMA sigma_rel); the first is the recipe's guide.
 VARIANTS = [(32, 512, 0.010), (16, 512, 0.010), (32, 128, 0.010), (32, 512, 0.05), (16, 256, 0.010)]

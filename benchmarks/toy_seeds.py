@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from autoguidance import atomic
-from autoguidance.experiments.toy import ToySettings, run_toy
+from autoguidance.io import atomic
 from autoguidance.seeds import parse_seeds
+from autoguidance.toy.experiment import ToySettings, run_toy
 
 SUMMARY_METRICS = (
     "outlier_fraction",
@@ -60,8 +60,8 @@ def plot_training(root: Path, path: Path) -> None:
     gain ended with, beside each run's exact held-out loss and unguided / autoguided outliers."""
     import json
 
-    from autoguidance.checkpoint import read_metadata
-    from autoguidance.experiments.toy_plots import plt
+    from autoguidance.io.checkpoint import read_metadata
+    from autoguidance.toy.figures import plt
 
     fig, axes = plt.subplots(1, 3, figsize=(17, 4.8), constrained_layout=True)
     for col, recipe in enumerate(("paper", "default")):

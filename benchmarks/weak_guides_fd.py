@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from autoguidance import atomic
 from autoguidance.data import load_builtin
+from autoguidance.io import atomic
 from autoguidance.metrics.detectors import make_detector
 from autoguidance.metrics.frechet import FeatureStats, frechet_distance_gaussians
 from autoguidance.metrics.reference import dataset_reference

@@ -21,11 +21,11 @@ import numpy as np
 import torch
 from sklearn.neural_network import MLPClassifier
 
-from autoguidance import atomic
 from autoguidance.data import load_builtin
-from autoguidance.generation import generate_images
-from autoguidance.interop.loading import load_any_network
-from autoguidance.interop.weak_guides import weak_guide
+from autoguidance.generate import generate_images
+from autoguidance.guides.weak import weak_guide
+from autoguidance.io import atomic
+from autoguidance.io.loading import load_any_network
 
 
 def features(images: np.ndarray) -> np.ndarray:

@@ -22,7 +22,7 @@ import types
 import torch
 from torch import nn
 
-from autoguidance.interop.edm2_convert import qkv_to_edm2
+from autoguidance.io.edm2 import qkv_to_edm2
 from autoguidance.io.restricted_pickle import ObjectRecord, PersistentRecord, loads
 from autoguidance.nets.precond import EDM2Denoiser, NetConfig
 from autoguidance.nets.unet import ATTN_BALANCE, CLIP_ACT, RES_BALANCE, Block

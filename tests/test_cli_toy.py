@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from autoguidance.cli import main
-from autoguidance.toy.io import load_toy_model, save_toy_model
+from autoguidance.toy.checkpoint import load_toy_model, save_toy_model
 
 
 def run_cli(args, capsys):
@@ -22,7 +22,7 @@ def run_cli(args, capsys):
 def quick_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("toy")
     proc = subprocess.run(
-        [sys.executable, "-m", "autoguidance.cli", "toy", "--quick", "--no-progress", "--out", str(out)],
+        [sys.executable, "-m", "autoguidance", "toy", "--quick", "--no-progress", "--out", str(out)],
         capture_output=True,
         text=True,
         timeout=600,

@@ -24,8 +24,8 @@ from PIL import Image
 
 from autoguidance.cli import main as cli_main
 from autoguidance.errors import UserInputError
-from autoguidance.interop.edm2_convert import load_edm2_pickle
-from autoguidance.interop.loading import load_any_network
+from autoguidance.io.edm2 import load_edm2_pickle
+from autoguidance.io.loading import load_any_network
 from autoguidance.io.restricted_pickle import PersistentRecord, loads
 from edm2_writer import (
     _kwargs,
@@ -99,7 +99,7 @@ def test_writer_matches_the_fixture():
     assert structure(ours) == structure(fixture)
     assert storage_header(ours) == storage_header(fixture)
     a, b = loads(fixture)["ema"], loads(ours)["ema"]
-    from autoguidance.interop.edm2_convert import flatten_state
+    from autoguidance.io.edm2 import flatten_state
 
     fa, fb = flatten_state(a), flatten_state(b)
     assert fa.keys() == fb.keys() and all(torch.equal(fa[k], fb[k]) for k in fa)

@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from autoguidance import checkpoint
 from autoguidance.errors import UserInputError
+from autoguidance.io import checkpoint
 from autoguidance.training.ema import (
     SIGMA_REL_MAX,
     PowerFunctionEMA,

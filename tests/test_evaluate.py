@@ -15,10 +15,10 @@ from torch import nn
 
 from autoguidance.cli import main
 from autoguidance.images import save_png
+from autoguidance.io.networks import save_network
 from autoguidance.metrics.detectors import make_detector
 from autoguidance.metrics.detectors.inception import InceptionDetector
 from autoguidance.metrics.frechet import FeatureStats, frechet_distance_gaussians
-from autoguidance.nets.io import save_network
 from autoguidance.nets.precond import build
 from autoguidance.nets.presets import preset_config
 
@@ -105,7 +105,7 @@ def test_folder_equals_generating_on_the_fly(env, tmp_path):
 
 def test_reference_statistics_are_cached_and_fd_is_the_direct_computation(env, tmp_path):
     from autoguidance.data import load_builtin
-    from autoguidance.metrics.images_in import dataset_uint8
+    from autoguidance.metrics.image_sources import dataset_uint8
     from autoguidance.metrics.reference import cached_path
 
     main(["generate", "--device", "cpu", *_model_args(env, "0-7"), "--out", str(tmp_path / "pngs")])
@@ -116,7 +116,7 @@ def test_reference_statistics_are_cached_and_fd_is_the_direct_computation(env, t
     assert cached_path("digits:test", det).is_file()
     ref = FeatureStats.of(det.features(dataset_uint8(load_builtin("digits", "test").images)))
     ours = json.loads((tmp_path / "a.json").read_text())
-    from autoguidance.metrics.images_in import folder_batches, scan_folder
+    from autoguidance.metrics.image_sources import folder_batches, scan_folder
 
     info = scan_folder(tmp_path / "pngs")
     feats = torch.cat([det.features(x) for x, _ in folder_batches(tmp_path / "pngs", info, 64)])

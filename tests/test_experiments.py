@@ -11,15 +11,15 @@ pytest.importorskip("optuna")
 
 from autoguidance.cli import main  # noqa: E402
 from autoguidance.errors import UserInputError  # noqa: E402
-from autoguidance.experiments.configs import expand, normalise, parse_sweep  # noqa: E402
 from autoguidance.experiments.degrade import with_frozen_dropout, with_input_noise  # noqa: E402
-from autoguidance.experiments.evaluate import ImageEvaluator, generate  # noqa: E402
-from autoguidance.experiments.models import ModelCache  # noqa: E402
-from autoguidance.experiments.plan import Group, Plan, read_thumbnails, run_plan  # noqa: E402
-from autoguidance.experiments.report import write_report  # noqa: E402
-from autoguidance.experiments.store import ResultStore  # noqa: E402
-from autoguidance.generation import generate_images  # noqa: E402
-from autoguidance.nets.io import load_network, save_network  # noqa: E402
+from autoguidance.generate import generate_images  # noqa: E402
+from autoguidance.io.networks import load_network, save_network  # noqa: E402
+from autoguidance.sweeps.configs import expand, normalise, parse_sweep  # noqa: E402
+from autoguidance.sweeps.evaluator import ImageEvaluator, generate  # noqa: E402
+from autoguidance.sweeps.models import ModelCache  # noqa: E402
+from autoguidance.sweeps.plan import Group, Plan, read_thumbnails, run_plan  # noqa: E402
+from autoguidance.sweeps.report import write_report  # noqa: E402
+from autoguidance.sweeps.store import ResultStore  # noqa: E402
 from autoguidance.training.export import export_phema  # noqa: E402
 from autoguidance.training.loop import TrainConfig, train  # noqa: E402
 from untrained import untrained  # noqa: E402
@@ -277,9 +277,9 @@ def test_bad_input_is_one_line_and_exit_2(nets, tmp_path, capsys):
 TORCHRUN_SWEEP = """
 import sys
 import torch
-from autoguidance.experiments.configs import normalise
-from autoguidance.experiments.plan import Group, Plan
-from autoguidance.experiments.session import run_plan_everywhere
+from autoguidance.sweeps.configs import normalise
+from autoguidance.sweeps.plan import Group, Plan
+from autoguidance.cli.session import run_plan_everywhere
 
 def pixel_measure(images, labels):
     return {"mean": float(images.double().mean()), "n": len(images)}
@@ -308,8 +308,8 @@ def test_sweep_under_torchrun_equals_one_process(nets, tmp_path, torchrun):
 
 def test_metrics_measure_flattens_the_metrics_package(tmp_path, monkeypatch):
     from autoguidance.data import load_builtin
-    from autoguidance.experiments.measure import MetricsMeasure, direction_of
     from autoguidance.images import to_uint8
+    from autoguidance.sweeps.measure import MetricsMeasure, direction_of
 
     monkeypatch.setenv("AUTOGUIDANCE_CACHE", str(tmp_path))  # the digits classifier is trained here
     data = load_builtin("digits", split="test")
@@ -336,10 +336,10 @@ def test_metrics_measure_takes_reference_statistics_files(tmp_path, monkeypatch)
     # statistics of a fixed subset, say): the statistics of digits' test split, saved to a file and given
     # with a *different* --reference, must give the distances against the test split, not the reference's.
     from autoguidance.data import load_builtin
-    from autoguidance.experiments.measure import MetricsMeasure
     from autoguidance.images import to_uint8
     from autoguidance.metrics.detectors import make_detector
     from autoguidance.metrics.reference import compute_reference, save_reference
+    from autoguidance.sweeps.measure import MetricsMeasure
 
     monkeypatch.setenv("AUTOGUIDANCE_CACHE", str(tmp_path))
     test_split = load_builtin("digits", split="test").images
@@ -357,7 +357,7 @@ def test_metrics_measure_takes_reference_statistics_files(tmp_path, monkeypatch)
 
 
 def test_a_later_run_of_an_experiment_joins_its_plan(tmp_path):
-    from autoguidance.experiments.plan import load_plan, save_plan
+    from autoguidance.sweeps.plan import load_plan, save_plan
 
     store = ResultStore(tmp_path / "p.db")
     a = {"kind": "none", "main_run": "/m", "steps": 2, "samples": 2, "seed0": 0}
@@ -374,7 +374,7 @@ def test_a_later_run_of_an_experiment_joins_its_plan(tmp_path):
 
 def test_report_picks_the_best_by_the_metrics_direction(tmp_path):
     # Recall is maximised: each group's best is its highest point, and the table says so.
-    from autoguidance.experiments.report import collect
+    from autoguidance.sweeps.report import collect
 
     base = {"kind": "autoguidance", "main_run": "/m", "guide_run": "/g", "steps": 2, "samples": 2}
     configs = [normalise({**base, "w": w}) for w in (1.5, 2.0, 3.0)]

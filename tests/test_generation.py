@@ -11,9 +11,9 @@ import torch
 from PIL import Image
 
 from autoguidance.cli import main
-from autoguidance.generation import gather_sharded, generate_images, shard_seeds
+from autoguidance.generate import gather_sharded, generate_images, shard_seeds
 from autoguidance.images import make_grid
-from autoguidance.nets.io import load_network, save_network
+from autoguidance.io.networks import load_network, save_network
 from autoguidance.nets.precond import EDM2Denoiser
 from autoguidance.sampling import edm_sigmas
 from untrained import untrained
@@ -265,7 +265,7 @@ def test_torchrun_one_and_two_processes_give_identical_pngs(ckpts, tmp_path, tor
     ]
     # --batch counts images per step over all processes: 2 over two processes is 1 per process, the
     # batch of one process with --batch 1, so the per-seed images agree bit for bit.
-    generate = ["-m", "autoguidance.cli", "generate", "--device", "cpu", *common]
+    generate = ["-m", "autoguidance", "generate", "--device", "cpu", *common]
     torchrun(1, *generate, "--batch", "1", "--out", str(tmp_path / "one"))
     torchrun(2, *generate, "--batch", "2", "--out", str(tmp_path / "two"))
     torchrun(2, *generate, "--batch", "2", "--class", "3", "--grid", "--out", str(tmp_path / "grid"))

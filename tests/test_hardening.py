@@ -18,14 +18,15 @@ import pytest
 import torch
 from PIL import Image
 
-from autoguidance import atomic, autoguidance, classifier_free
-from autoguidance.checkpoint import load
+from autoguidance import autoguidance, classifier_free
 from autoguidance.cli import main
 from autoguidance.errors import OutputPathError, UserInputError
+from autoguidance.io import atomic
+from autoguidance.io.checkpoint import load
 from autoguidance.nets.flops import flops_per_evaluation
 from autoguidance.nets.precond import NetConfig, build
 from autoguidance.nets.presets import preset_config
-from autoguidance.toy.io import save_toy_model
+from autoguidance.toy.checkpoint import save_toy_model
 from autoguidance.toy.model import ToyModel, ToyModelConfig
 from autoguidance.training.ema import PowerFunctionEMA
 
@@ -180,7 +181,7 @@ def test_interrupted_write_leaves_the_old_file(tmp_path):
 
 
 def test_full_disk_is_one_line(run, tmp_path, capsys, monkeypatch):
-    from autoguidance import checkpoint
+    from autoguidance.io import checkpoint
 
     def full(*args, **kwargs):
         raise RuntimeError(
@@ -324,7 +325,7 @@ def _train_cmd(out: Path) -> list[str]:
         "2400",
     ]
     args += ["--log-every", "8", "--checkpoint-every", "800", "--snapshot-every", "800", "--device", "cpu"]
-    return [sys.executable, "-m", "autoguidance.cli", *args, "--no-progress", "--out", str(out)]
+    return [sys.executable, "-m", "autoguidance", *args, "--no-progress", "--out", str(out)]
 
 
 def test_sigterm_saves_a_state_that_resumes_to_the_uninterrupted_result(tmp_path):

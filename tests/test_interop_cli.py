@@ -9,11 +9,11 @@ import torch
 from PIL import Image
 
 from autoguidance.cli import main as cli_main
-from autoguidance.generation import generate_images
-from autoguidance.interop.edm2_presets import EDM2_PRESETS
-from autoguidance.interop.weak_guides import DropoutGuide
+from autoguidance.generate import generate_images
+from autoguidance.guides.weak import DropoutGuide
+from autoguidance.io.edm2_presets import EDM2_PRESETS
+from autoguidance.io.networks import save_network
 from autoguidance.nets import build
-from autoguidance.nets.io import save_network
 from autoguidance.nets.precond import NetConfig
 from edm2_writer import PersistentObject, _kwargs, _random_net, edm2_pickle_bytes
 
@@ -190,7 +190,7 @@ def test_bad_input_exits_2(tmp_path, capsys, args, needle):
 
 def test_unreachable_file_says_where_to_put_it(tmp_path):
     from autoguidance.errors import UserInputError
-    from autoguidance.interop.edm2_presets import resolve_file
+    from autoguidance.io.edm2_presets import resolve_file
 
     url = (tmp_path / "absent" / "edm2-img64-s-1073741-0.045.pkl").as_uri()
     with pytest.raises(UserInputError, match=r"put the file at .*cache/edm2-img64-s-1073741-0.045.pkl"):

@@ -11,20 +11,20 @@ from diffusers import DDPMScheduler, DiTTransformer2DModel, UNet2DModel  # noqa:
 
 from autoguidance.errors import UserInputError  # noqa: E402
 from autoguidance.guidance import GuidedDenoiser, GuideTerm, autoguidance  # noqa: E402
-from autoguidance.interop.diffusers_adapter import (  # noqa: E402
+from autoguidance.wrappers.diffusers import (  # noqa: E402
     DiffusersDenoiser,
     from_pipeline,
     schedule_from_scheduler,
 )
-from autoguidance.interop.latents import EDM2_RAW_MEAN, EDM2_RAW_STD, LatentCodec  # noqa: E402
-from autoguidance.interop.parameterization import (  # noqa: E402
+from autoguidance.wrappers.latents import EDM2_RAW_MEAN, EDM2_RAW_STD, LatentCodec  # noqa: E402
+from autoguidance.wrappers.parameterization import (  # noqa: E402
     CosineVP,
     DiscreteVP,
     LinearVP,
     PredictionDenoiser,
     RectifiedFlow,
 )
-from autoguidance.interop.sample_any import sample_from_seeds  # noqa: E402
+from autoguidance.wrappers.sample_any import sample_from_seeds  # noqa: E402
 from untrained import tiny_vae  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -236,7 +236,7 @@ def test_pipeline_parts_and_mismatched_guide():
         if hasattr(pipe.scheduler, "sigmas")
         else parts.denoiser.schedule.sigma_max,
     )
-    from autoguidance.interop.diffusers_adapter import PipelineParts, check_same_task
+    from autoguidance.wrappers.diffusers import PipelineParts, check_same_task
 
     other = PipelineParts(parts.denoiser, None, (4, 8, 8))
     with pytest.raises(UserInputError, match="not the same task"):

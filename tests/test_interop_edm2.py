@@ -12,7 +12,7 @@ import torch
 
 from autoguidance.cli import main as cli_main
 from autoguidance.errors import UserInputError
-from autoguidance.interop.edm2_convert import edm2_net_config, load_edm2_pickle, qkv_to_edm2
+from autoguidance.io.edm2 import edm2_net_config, load_edm2_pickle, qkv_to_edm2
 from autoguidance.io.restricted_pickle import load as read_edm2_pickle
 from autoguidance.io.restricted_pickle import loads
 from autoguidance.nets.precond import EDM2Denoiser
@@ -216,7 +216,7 @@ def test_numpy_arrays_round_trip_exactly():
 
 
 def test_cfg_presets_guide_with_the_unconditional_network_at_the_main_ema():
-    from autoguidance.interop.edm2_presets import EDM2_PRESETS
+    from autoguidance.io.edm2_presets import EDM2_PRESETS
 
     cfg = {name: p for name, p in EDM2_PRESETS.items() if "-guid-" in name}
     assert len(cfg) >= 6

@@ -5,9 +5,8 @@ import pytest
 import torch
 
 from autoguidance.errors import UserInputError
-from autoguidance.generation import generate_images
-from autoguidance.interop.precision import LowPrecision
-from autoguidance.interop.weak_guides import (
+from autoguidance.generate import generate_images
+from autoguidance.guides.weak import (
     DropoutGuide,
     InputNoiseGuide,
     QuantizedGuide,
@@ -16,6 +15,7 @@ from autoguidance.interop.weak_guides import (
     weak_guide,
 )
 from autoguidance.nets import build, preset_config
+from autoguidance.wrappers.precision import LowPrecision
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

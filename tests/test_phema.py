@@ -210,7 +210,7 @@ def test_corrupt_snapshot_file(tmp_path):
 
 
 def test_wrong_kind_and_targets(tmp_path):
-    from autoguidance import checkpoint
+    from autoguidance.io import checkpoint
 
     run_dir = _tiny_run(tmp_path)
     infos = list_snapshots(run_dir)

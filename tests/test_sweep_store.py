@@ -13,16 +13,16 @@ import pytest
 pytest.importorskip("optuna")
 
 from autoguidance.errors import UserInputError  # noqa: E402
-from autoguidance.experiments.store import ResultStore  # noqa: E402
-from autoguidance.experiments.sweep import run_sweep  # noqa: E402
+from autoguidance.sweeps.store import ResultStore  # noqa: E402
+from autoguidance.sweeps.worker import run_sweep  # noqa: E402
 
 CONFIGS = [{"w": w, "ema": e} for w in (1.0, 1.5, 2.0, 2.5, 3.0) for e in (0.05, 0.1)]
 
 WORKER = textwrap.dedent(
     """
     import sys, time
-    from autoguidance.experiments.store import ResultStore
-    from autoguidance.experiments.sweep import run_sweep
+    from autoguidance.sweeps.store import ResultStore
+    from autoguidance.sweeps.worker import run_sweep
     configs = [{"w": w, "ema": e} for w in (1.0, 1.5, 2.0, 2.5, 3.0) for e in (0.05, 0.1)]
     delay = float(sys.argv[2])
     def evaluate(c):

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from autoguidance.metrics.toy import RecallReference, outlier_threshold, toy_metrics, true_depth_mass
+from autoguidance.toy.metrics import RecallReference, outlier_threshold, toy_metrics, true_depth_mass
 from autoguidance.toy.mixture import ToyMixture
 
 

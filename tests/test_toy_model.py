@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from autoguidance import UserInputError
-from autoguidance.toy.io import load_toy_model, save_toy_model
+from autoguidance.toy.checkpoint import load_toy_model, save_toy_model
 from autoguidance.toy.model import ToyModel, ToyModelConfig
 from autoguidance.toy.train import ToyTrainConfig, learning_rate, train_toy_model
 
@@ -104,7 +104,7 @@ def test_heldout_loss_is_the_exact_loss():
 
 
 def test_recipes_and_model_seeds():
-    from autoguidance.experiments.toy import model_specs
+    from autoguidance.toy.experiment import model_specs
 
     paper = model_specs("paper", 0)
     assert [paper[k]["seed"] for k in ("main", "guide", "uncond")] == [1, 2, 3]

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from autoguidance.checkpoint import load
 from autoguidance.cli import main
 from autoguidance.errors import UserInputError
-from autoguidance.nets.io import load_network
+from autoguidance.io.checkpoint import load
+from autoguidance.io.networks import load_network
 from autoguidance.training.loop import STATE_FILE, TrainConfig, learning_rate, train
 from autoguidance.training.loss import loss_weight, per_element_loss, sigma_from_normal
 from autoguidance.training.noise import training_noise

@@ -9,8 +9,8 @@ import pytest
 pytest.importorskip("optuna")
 
 from autoguidance.errors import UserInputError  # noqa: E402
-from autoguidance.experiments.store import ResultStore  # noqa: E402
-from autoguidance.experiments.tune import Range, run_tune, rungs  # noqa: E402
+from autoguidance.sweeps.store import ResultStore  # noqa: E402
+from autoguidance.sweeps.tune import Range, run_tune, rungs  # noqa: E402
 
 OPT = {"w": 2.2, "ema_main": 0.07, "ema_guide": 0.125}
 

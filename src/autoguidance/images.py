@@ -13,8 +13,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from . import atomic
 from .errors import UserInputError
+from .io import atomic
 
 PNG_CHANNELS = (1, 3, 4)  # grayscale, RGB, RGBA
 

@@ -3,9 +3,9 @@ unguided model as a reference line."""
 
 from __future__ import annotations
 
-from .common import Options, fraction_label, product, run_label, snapshot_at, wanted
-from .models import ModelCache
-from .plan import Group, Plan
+from ..sweeps.models import ModelCache
+from ..sweeps.plan import Group, Plan
+from .options import Options, fraction_label, product, run_label, snapshot_at, wanted
 from .runs import Setup
 
 

@@ -3,9 +3,9 @@ degraded more, by the same kind of degradation (matched) or the other kind (mism
 
 from __future__ import annotations
 
-from .common import Options, product
-from .models import ModelCache
-from .plan import Group, Plan
+from ..sweeps.models import ModelCache
+from ..sweeps.plan import Group, Plan
+from .options import Options, product
 from .runs import Setup
 
 DROPOUT = (0.05, 0.10)  # main, guide

@@ -3,9 +3,9 @@ as metrics and as an image grid (rows alpha, columns w, the first seed)."""
 
 from __future__ import annotations
 
-from .common import Options, fraction_label, product, snapshot_at
-from .models import ModelCache
-from .plan import Group, Plan
+from ..sweeps.models import ModelCache
+from ..sweeps.plan import Group, Plan
+from .options import Options, fraction_label, product, snapshot_at
 from .runs import Setup
 
 ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0)

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from fractions import Fraction
 
-from .common import Options, fraction_label, nearest_snapshot, product, snapshot_at, wanted
-from .models import ModelCache
-from .plan import Group, Plan
+from ..sweeps.models import ModelCache
+from ..sweeps.plan import Group, Plan
+from .options import Options, fraction_label, nearest_snapshot, product, snapshot_at, wanted
 from .runs import Setup
 
 TIMES = (Fraction(1, 32), Fraction(1, 16), Fraction(1, 8), Fraction(1, 4), Fraction(1, 2))

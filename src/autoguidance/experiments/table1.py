@@ -4,9 +4,9 @@ row at its best settings over the swept w and EMA lengths (autoguidance paper, T
 
 from __future__ import annotations
 
-from .common import Options, fraction_label, nearest_snapshot, product, run_label, snapshot_at, wanted
-from .models import ModelCache
-from .plan import Group, Plan
+from ..sweeps.models import ModelCache
+from ..sweeps.plan import Group, Plan
+from .options import Options, fraction_label, nearest_snapshot, product, run_label, snapshot_at, wanted
 from .runs import Setup
 
 COND_ROWS = ("none", "cfg", "interval", "autoguidance", "same-ema", "reduced-training", "reduced-capacity")

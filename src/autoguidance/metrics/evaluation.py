@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..errors import UserInputError
-from ..generation import gather_sharded
+from ..generate import gather_sharded
 from ..progress import Progress
 from .detectors import Detector
 from .frechet import FeatureStats, frechet_distance_gaussians

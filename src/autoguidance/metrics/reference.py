@@ -3,7 +3,7 @@ features themselves) of a reference image set, computed once per dataset and det
 
 Our file: safetensors holding `mu` (D,) float64, `sigma` (D, D) float64 and optionally `features` (N, D)
 float32, with JSON metadata: detector name and version, dataset, resolution, channels, count. It is
-written atomically under <cache>/reference/ (see `autoguidance.cache`) and reused while the detector's
+written atomically under <cache>/reference/ (see `autoguidance.io.cache`) and reused while the detector's
 version is the same.
 
 EDM2's published reference files are pickles of {'fid': {'mu', 'sigma'}, 'fd_dinov2': {'mu', 'sigma'}}:
@@ -23,14 +23,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import checkpoint
-from ..cache import cache_dir
 from ..errors import UserInputError
-from ..io import restricted_pickle
+from ..io import checkpoint, restricted_pickle
+from ..io.cache import cache_dir
 from ..progress import Progress
 from .detectors.base import Detector
 from .frechet import FeatureStats
-from .images_in import dataset_uint8
+from .image_sources import dataset_uint8
 
 KIND = "reference-statistics"
 # Detector name in our files -> key in EDM2's reference pickles.

@@ -10,9 +10,9 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from .. import checkpoint
 from ..errors import UserInputError
-from ..nets.io import save_network
+from ..io import checkpoint
+from ..io.networks import save_network
 from ..nets.precond import NetConfig, build
 from . import phema
 from .ema import sigma_rel_to_gamma

@@ -32,10 +32,11 @@ from typing import Any
 
 import torch
 
-from .. import atomic, distributed
+from .. import distributed
 from ..data import batch_indices, load_dataset
 from ..errors import RunFailedError, UserInputError, check_int
-from ..nets.io import save_network
+from ..io import atomic
+from ..io.networks import save_network
 from ..nets.precond import EDM2Denoiser, build
 from ..nets.presets import PRESET_NAMES, ArchitectureOverrides, padded_resolution, preset_config
 from ..progress import Progress

@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from numpy.typing import ArrayLike
 
-from .. import checkpoint
 from ..errors import UserInputError
+from ..io import checkpoint
 from .ema import gamma_to_sigma_rel, sigma_rel_to_gamma
 
 SNAPSHOT_KIND = "ema_snapshot"

@@ -15,8 +15,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .. import checkpoint
 from ..errors import UserInputError
+from ..io import checkpoint
 from .ema import PowerFunctionEMA
 
 KIND = "training_state"

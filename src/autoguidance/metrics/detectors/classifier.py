@@ -22,9 +22,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ... import checkpoint
-from ...cache import cache_dir, file_sha256
 from ...errors import UserInputError
+from ...io import checkpoint
+from ...io.cache import cache_dir, file_sha256
 from .base import Detector
 
 VERSION = "classifier-v1"

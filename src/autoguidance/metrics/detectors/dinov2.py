@@ -25,8 +25,8 @@ from pathlib import Path
 import torch
 from torch.nn import functional as F
 
-from ...cache import file_sha256
 from ...errors import UserInputError
+from ...io.cache import file_sha256
 from .base import Detector, to_rgb_float
 
 RESOLUTION = 224

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import torch
 
-from ...cache import cache_dir, file_sha256
 from ...errors import UserInputError
+from ...io.cache import cache_dir, file_sha256
 from .base import Detector, existing_file, to_rgb_float
 
 RESOLUTION = 299
