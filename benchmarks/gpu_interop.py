@@ -22,7 +22,7 @@ import time
 import torch
 
 from autoguidance.generate import guided_denoiser
-from autoguidance.io.loading import load_any_network
+from autoguidance.io.networks import load_network
 from autoguidance.nets.precond import EDM2Denoiser, NetConfig
 from autoguidance.sampling import edm_sigmas, sample
 from autoguidance.seeds import SeedStreams
@@ -125,8 +125,8 @@ def main() -> None:
         if args.tiny:
             res = 16
         if args.net:
-            main_net = load_any_network(args.net, device)[0]
-            guide_net = load_any_network(args.guide, device)[0]
+            main_net = load_network(args.net, device)[0]
+            guide_net = load_network(args.guide, device)[0]
         else:
             main_net = random_net(edm2_config(res, ch, widths[0], args.tiny), 0).to(device)
             guide_net = random_net(edm2_config(res, ch, widths[1], args.tiny), 1).to(device)

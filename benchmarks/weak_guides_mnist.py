@@ -25,7 +25,7 @@ from autoguidance.data import load_builtin
 from autoguidance.generate import generate_images
 from autoguidance.guides.weak import weak_guide
 from autoguidance.io import atomic
-from autoguidance.io.loading import load_any_network
+from autoguidance.io.networks import load_network
 
 
 def features(images: np.ndarray) -> np.ndarray:
@@ -53,7 +53,7 @@ def main() -> None:
     held_out = float((clf.predict(features(test.images[:, 0].numpy())) == test.labels.numpy()).mean())
     print(f"classifier accuracy on the held-out split: {held_out:.3f}", flush=True)
 
-    net, _ = load_any_network(args.net)
+    net, _ = load_network(args.net)
     seeds = list(range(args.images))
     rows = {}
     specs = [s.strip() for s in args.guides.split(";") if s.strip()]
@@ -61,7 +61,7 @@ def main() -> None:
         if spec == "none":
             guide, w = None, 1.0
         elif spec.startswith("file:"):
-            guide, w = load_any_network(spec[5:])[0], args.guidance
+            guide, w = load_network(spec[5:])[0], args.guidance
         else:
             guide, w = weak_guide(net, spec, seed=0), args.guidance
         start = time.perf_counter()

@@ -25,7 +25,7 @@ from PIL import Image
 from autoguidance.cli import main as cli_main
 from autoguidance.errors import UserInputError
 from autoguidance.io.edm2 import load_edm2_pickle
-from autoguidance.io.loading import load_any_network
+from autoguidance.io.networks import load_network
 from autoguidance.io.restricted_pickle import PersistentRecord, loads
 from edm2_writer import (
     _kwargs,
@@ -180,7 +180,7 @@ def test_hostile_files_end_in_one_line(tmp_path, name):
     path.write_bytes(HOSTILE[name]())
     assert len(path.read_bytes()) < 3_000_000  # small files: none may make the loader allocate much
     with pytest.raises(UserInputError) as exc:
-        load_any_network(path)
+        load_network(path)
     assert "\n" not in str(exc.value)
     status, err = _run("generate", "--net", str(path), "--seeds", "0", "--out", str(tmp_path / "o"))
     assert status == 2 and err.count("\n") == 1 and err.startswith("autoguidance: error:"), err
@@ -208,8 +208,8 @@ def test_command_line_end_to_end(tmp_path):
     assert (tmp_path / "g" / "grid.png").is_file()
 
     cli_main(["convert", pkl, st])
-    net_pkl, _ = load_any_network(pkl)
-    net_st, meta = load_any_network(st)
+    net_pkl, _ = load_network(pkl)
+    net_st, meta = load_network(st)
     assert meta["converted_from"]["sha256"] and meta["edm2_snapshot"]["loss_fn"]["class"] == "EDM2Loss"
     x, sigma, labels = torch.randn(3, 4, 16, 16), torch.tensor([0.02, 1.0, 40.0]), torch.tensor([0, 3, 9])
     with torch.no_grad():

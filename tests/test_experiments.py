@@ -11,9 +11,11 @@ pytest.importorskip("optuna")
 
 from autoguidance.cli import main  # noqa: E402
 from autoguidance.errors import UserInputError  # noqa: E402
-from autoguidance.experiments.degrade import with_frozen_dropout, with_input_noise  # noqa: E402
 from autoguidance.generate import generate_images  # noqa: E402
+from autoguidance.guidance import guided  # noqa: E402
+from autoguidance.guides import DropoutGuide, InputNoiseGuide  # noqa: E402
 from autoguidance.io.networks import load_network, save_network  # noqa: E402
+from autoguidance.sampling import SamplerSettings  # noqa: E402
 from autoguidance.sweeps.configs import expand, normalise, parse_sweep  # noqa: E402
 from autoguidance.sweeps.evaluator import ImageEvaluator, generate  # noqa: E402
 from autoguidance.sweeps.models import ModelCache  # noqa: E402
@@ -104,7 +106,7 @@ def test_evaluator_images_are_generate_images_for_the_same_seeds(nets):
     main, _ = load_network(nets["main"])
     guide, _ = load_network(nets["guide"])
     ref, ref_labels = generate_images(
-        main, range(10, 15), guide=guide, guidance=2.0, num_steps=3, batch_size=4
+        guided(main, guide, 2.0), range(10, 15), sampler=SamplerSettings(steps=3), batch_size=4
     )
     assert torch.equal(images, ref) and torch.equal(labels, ref_labels)
     # Measured on a prefix then on all: the evaluator only adds the new seeds, with the same result.
@@ -147,7 +149,7 @@ def test_degradations_are_deterministic_and_batch_independent(nets):
     x = torch.randn(3, 1, 8, 8, generator=torch.Generator().manual_seed(0))
     sigma = torch.full((3,), 1.5)
     cond = torch.tensor([1, 2, 3])
-    for d in (with_input_noise(main, 0.2), with_frozen_dropout(main, 0.1)):
+    for d in (InputNoiseGuide.raised_by(main, 0.2), DropoutGuide(main, 0.1)):
         whole = d(x, sigma, cond)
         one = d(x[1:2], sigma[1:2], cond[1:2])
         torch.testing.assert_close(whole[1:2], one, rtol=1e-5, atol=1e-5)

@@ -11,14 +11,17 @@ import torch
 from PIL import Image
 
 from autoguidance.cli import main
-from autoguidance.generate import gather_sharded, generate_images, shard_seeds
+from autoguidance.distributed import gather_sharded, shard_seeds
+from autoguidance.generate import generate_images
+from autoguidance.guidance import guided
 from autoguidance.images import make_grid
 from autoguidance.io.networks import load_network, save_network
 from autoguidance.nets.precond import EDM2Denoiser
-from autoguidance.sampling import edm_sigmas
+from autoguidance.sampling import SamplerSettings, edm_sigmas
 from untrained import untrained
 
 STEPS = 4  # 7 evaluations per image: enough to exercise Heun and the interval, fast on a CPU
+SAMPLER = SamplerSettings(steps=STEPS)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -62,24 +65,24 @@ def _assert_same_images(a: torch.Tensor, b: torch.Tensor) -> None:
 
 def test_generation_is_batch_size_independent_per_seed(nets):
     seeds = [3, 0, 11, 5, 7, 1, 2]
-    full, labels = generate_images(nets["cond"], seeds, num_steps=STEPS, batch_size=len(seeds))
+    full, labels = generate_images(nets["cond"], seeds, sampler=SAMPLER, batch_size=len(seeds))
     assert full.shape == (7, 8, 8, 1) and full.dtype == torch.uint8 and labels.shape == (7,)
     assert full.float().std() > 10  # real images, not a constant
     for bs in (1, 3):
-        images, lab = generate_images(nets["cond"], seeds, num_steps=STEPS, batch_size=bs)
+        images, lab = generate_images(nets["cond"], seeds, sampler=SAMPLER, batch_size=bs)
         assert torch.equal(lab, labels)
         _assert_same_images(images, full)
     # A seed's image does not depend on which other seeds share its batch.
-    alone, _ = generate_images(nets["cond"], [11], num_steps=STEPS)
+    alone, _ = generate_images(nets["cond"], [11], sampler=SAMPLER)
     _assert_same_images(alone, full[2:3])
-    uncond, none = generate_images(nets["uncond"], seeds[:3], num_steps=STEPS, batch_size=2)
+    uncond, none = generate_images(nets["uncond"], seeds[:3], sampler=SAMPLER, batch_size=2)
     assert none is None and uncond.shape == (3, 8, 8, 1)
 
 
 def test_class_label_fixes_every_class(nets):
-    drawn, drawn_labels = generate_images(nets["cond"], range(4), num_steps=STEPS)
+    drawn, drawn_labels = generate_images(nets["cond"], range(4), sampler=SAMPLER)
     k = int(drawn_labels[0])
-    images, labels = generate_images(nets["cond"], range(4), num_steps=STEPS, class_label=k)
+    images, labels = generate_images(nets["cond"], range(4), sampler=SAMPLER, class_label=k)
     assert labels.tolist() == [k] * 4
     # The class is still drawn from each seed's stream (same noise, same generator state after it), so
     # fixing seed 0's class to the one it drew reproduces its image exactly.
@@ -88,13 +91,13 @@ def test_class_label_fixes_every_class(nets):
 
 def test_weight_one_with_guide_equals_no_guide_and_other_weights_differ(nets):
     seeds = range(4)
-    plain, _ = generate_images(nets["cond"], seeds, num_steps=STEPS)
-    w1, _ = generate_images(nets["cond"], seeds, guide=nets["cond_guide"], guidance=1.0, num_steps=STEPS)
+    plain, _ = generate_images(nets["cond"], seeds, sampler=SAMPLER)
+    w1, _ = generate_images(guided(nets["cond"], nets["cond_guide"], 1.0), seeds, sampler=SAMPLER)
     assert torch.equal(plain, w1)  # w = 1 never evaluates the guide: bitwise the main model alone
-    w2, _ = generate_images(nets["cond"], seeds, guide=nets["cond_guide"], guidance=2.0, num_steps=STEPS)
+    w2, _ = generate_images(guided(nets["cond"], nets["cond_guide"], 2.0), seeds, sampler=SAMPLER)
     assert (w2.int() - plain.int()).abs().float().mean() > 1.0
     # An unconditional guide for a conditional net: CFG, the guide called without labels.
-    cfg, _ = generate_images(nets["cond"], seeds, guide=nets["uncond_guide"], guidance=2.0, num_steps=STEPS)
+    cfg, _ = generate_images(guided(nets["cond"], nets["uncond_guide"], 2.0), seeds, sampler=SAMPLER)
     assert (cfg.int() - plain.int()).abs().float().mean() > 1.0
 
 
@@ -107,9 +110,8 @@ def test_guidance_interval_evaluates_guide_only_inside(nets):
     ]
     lo, hi = 0.5, 10.0
     try:
-        generate_images(
-            main_net, range(3), guide=guide, guidance=2.0, interval=(lo, hi), num_steps=8, batch_size=3
-        )
+        denoiser = guided(main_net, guide, 2.0, interval=(lo, hi))
+        generate_images(denoiser, range(3), sampler=SamplerSettings(steps=8), batch_size=3)
     finally:
         for h in hooks:
             h.remove()
@@ -286,7 +288,7 @@ def test_torchrun_one_and_two_processes_give_identical_pngs(ckpts, tmp_path, tor
 # --- bad input -------------------------------------------------------------------------------------------
 
 BAD_INPUTS = {
-    "guide_resolution": (["--guide", "{res32}", "--guidance", "2"], "images"),
+    "guide_resolution": (["--guide", "{res32}", "--guidance", "2"], "1x32x32 samples"),
     "guide_labels": (["--guide", "{cond5}", "--guidance", "2"], "classes"),
     "corrupt_net": (["--net", "{corrupt}"], "corrupt"),
     "corrupt_guide": (["--guide", "{corrupt}", "--guidance", "2"], "corrupt"),

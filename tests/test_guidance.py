@@ -136,11 +136,25 @@ def test_interval_is_decided_once_per_sampler_step():
     lo, hi = 1.0, 2.5  # steps from 2.0 is inside (its correction at 1.0 = lo is not); 1.0 is outside
     main, guide = Counting(1.0), Counting(0.5)
     guided = autoguidance(main, guide, 2.0, interval=(lo, hi))
-    assert guided.at_step(2.5) is not guided.main and guided.at_step(1.0) is guided.main
-    assert guided.at_step(3.0) is guided.main and guided.at_step(1.0000001) is not guided.main
+    assert guided.inside(2.5) and not guided.inside(1.0) and not guided.inside(3.0)
+    assert guided.inside(1.0000001)
     x0 = torch.randn(4, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     out = sample(guided, x0, sigmas, solver="heun")
     assert sorted({float(s[0]) for _, s, _ in guide.calls}) == [1.0, 2.0]  # both evaluations of step 2.0
+    # Wrapped in anything, the guided denoiser keeps the per-step rule: the step is the sampler's
+    # context, not an attribute a wrapper could hide.
+    guide.calls.clear()
+
+    def wrapper(x, sigma, cond=None):
+        return guided(x, sigma, cond)
+
+    torch.testing.assert_close(sample(wrapper, x0, sigmas, solver="heun"), out, rtol=0, atol=0)
+    assert sorted({float(s[0]) for _, s, _ in guide.calls}) == [1.0, 2.0]
+    # Called outside a sampler it decides per sample, from each sample's own sigma.
+    x = torch.randn(3, 2, dtype=torch.float64)
+    mixed = guided(x, torch.tensor([3.0, 2.0, 1.0], dtype=torch.float64))
+    alone = main(x, torch.tensor([3.0, 2.0, 1.0], dtype=torch.float64))
+    assert torch.equal(mixed[[0, 2]], alone[[0, 2]]) and not torch.equal(mixed[1], alone[1])
 
     # Ground truth: Heun by hand with the step's denoiser fixed from sigma_i.
     always = autoguidance(Counting(1.0), Counting(0.5), 2.0)

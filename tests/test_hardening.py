@@ -437,7 +437,7 @@ def test_ema_follows_each_parameter_by_name():
 def test_guidance_builders_refuse_mismatched_networks():
     main8, main32 = build(preset_config("xxs", 8, 1, 10)), build(preset_config("xxs", 32, 1, 10))
     rgb8, uncond8 = build(preset_config("xxs", 8, 3, 10)), build(preset_config("xxs", 8, 1, 0))
-    with pytest.raises(UserInputError, match="1x32x32 images, the main model on 1x8x8"):
+    with pytest.raises(UserInputError, match="1x32x32 samples, the main model on 1x8x8"):
         autoguidance(main8, main32, 2.0)
     with pytest.raises(UserInputError, match="3x8x8"):
         autoguidance(main8, rgb8, 2.0)

@@ -10,7 +10,9 @@ pytest.importorskip("diffusers")  # in the test extra; skip only outside it
 from diffusers import DDPMScheduler, DiTTransformer2DModel, UNet2DModel  # noqa: E402
 
 from autoguidance.errors import UserInputError  # noqa: E402
+from autoguidance.generate import generate_images  # noqa: E402
 from autoguidance.guidance import GuidedDenoiser, GuideTerm, autoguidance  # noqa: E402
+from autoguidance.sampling import SamplerSettings  # noqa: E402
 from autoguidance.wrappers.diffusers import (  # noqa: E402
     DiffusersDenoiser,
     from_pipeline,
@@ -24,7 +26,6 @@ from autoguidance.wrappers.parameterization import (  # noqa: E402
     PredictionDenoiser,
     RectifiedFlow,
 )
-from autoguidance.wrappers.sample_any import sample_from_seeds  # noqa: E402
 from untrained import tiny_vae  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -125,9 +126,15 @@ def test_unknown_prediction_refused():
 
 
 def _sample(den, shape, cond=None, steps=4):
-    return sample_from_seeds(
-        den, shape, [3, 4], cond=cond, num_steps=steps, sigma_min=0.05, sigma_max=10.0, batch_size=2
-    )
+    """Heun samples (raw floats) of seeds 3 and 4 through the one generation loop."""
+    sampler = SamplerSettings(steps=steps, sigma_min=0.05, sigma_max=10.0)
+    kwargs = dict(shape=shape, cond=cond, sampler=sampler, batch_size=2, decode=_raw)
+    images, _ = generate_images(den, [3, 4], **kwargs)
+    return images
+
+
+def _raw(x):
+    return x
 
 
 @pytest.mark.parametrize("prediction", ["eps", "v"])
@@ -209,15 +216,9 @@ def test_vae_path_edm2_normalisation():
     assert decoded.dtype == torch.uint8 and (decoded.int() - direct.int()).abs().max() <= 1
     # Sampling a latent DiT and decoding through the VAE gives images.
     den = DiffusersDenoiser(_dit(0), "flow", RectifiedFlow(), timestep_scale=1000.0)
-    imgs = sample_from_seeds(
-        den,
-        (4, 8, 8),
-        [0, 1],
-        cond=torch.tensor([1, 2]),
-        num_steps=3,
-        codec=codec,
-        sigma_min=0.05,
-        sigma_max=10.0,
+    sampler = SamplerSettings(steps=3, sigma_min=0.05, sigma_max=10.0)
+    imgs, _ = generate_images(
+        den, [0, 1], shape=(4, 8, 8), cond=torch.tensor([1, 2]), sampler=sampler, decode=codec.decode
     )
     assert imgs.shape == (2, 16, 16, 3) and imgs.dtype == torch.uint8
 
@@ -236,11 +237,14 @@ def test_pipeline_parts_and_mismatched_guide():
         if hasattr(pipe.scheduler, "sigmas")
         else parts.denoiser.schedule.sigma_max,
     )
-    from autoguidance.wrappers.diffusers import PipelineParts, check_same_task
+    from autoguidance.denoiser import Signature
+    from autoguidance.guidance import guided
 
-    other = PipelineParts(parts.denoiser, None, (4, 8, 8))
-    with pytest.raises(UserInputError, match="not the same task"):
-        check_same_task(parts, other)
+    assert parts.denoiser.signature == Signature((3, 8, 8), 0)
+    other = DiffusersDenoiser(_unet(1), "v", parts.denoiser.schedule)
+    other.signature = Signature((4, 8, 8), 0)
+    with pytest.raises(UserInputError, match="works on 4x8x8 samples, the main model on 3x8x8"):
+        guided(parts.denoiser, other, 2.0)
 
 
 # --- the generate-diffusers command ---------------------------------------------------------------------

@@ -6,6 +6,7 @@ import torch
 
 from autoguidance.errors import UserInputError
 from autoguidance.generate import generate_images
+from autoguidance.guidance import guided
 from autoguidance.guides.weak import (
     DropoutGuide,
     InputNoiseGuide,
@@ -15,6 +16,7 @@ from autoguidance.guides.weak import (
     weak_guide,
 )
 from autoguidance.nets import build, preset_config
+from autoguidance.sampling import SamplerSettings
 from autoguidance.wrappers.precision import LowPrecision
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -79,13 +81,32 @@ def test_random_guides_depend_on_seed_not_batch(net, spec):
     assert (whole - other).abs().max() > 1e-4
 
 
-def test_input_noise_is_the_noisier_view(net):
-    x, sigma, cond = _inputs()
-    g = InputNoiseGuide(net, 0.5, seed=0)
-    n = torch.randn((1, 8, 8), generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        want = net(x + 0.5 * sigma[:, None, None, None] * n, sigma * 1.25**0.5, cond)
-        torch.testing.assert_close(g(x, sigma, cond), want)
+class _Recorder(torch.nn.Module):
+    """A stand-in network that returns its input and remembers the noise level it was told."""
+
+    def forward(self, x, sigma, cond=None):
+        self.sigma = sigma
+        return x
+
+
+def test_input_noise_is_the_noisier_view():
+    # The guide sees x + r sigma n and is told sigma sqrt(1 + r^2) (a noisier view of the same sample),
+    # n standard normal, fresh for every sample, deterministic, and independent of the batch.
+    rec, r = _Recorder(), 0.5
+    g = InputNoiseGuide(rec, r, seed=0)
+    x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    sigma = torch.tensor([0.1, 1.0, 2.0, 5.0])
+    seen = g(x, sigma)
+    torch.testing.assert_close(rec.sigma, sigma * (1 + r**2) ** 0.5)
+    n = (seen - x) / (r * sigma[:, None, None, None])
+    assert abs(float(n.mean())) < 0.05 and abs(float(n.std()) - 1) < 0.05
+    assert not torch.allclose(n[0], n[1])  # not one noise field shared by every sample
+    torch.testing.assert_close(g(x[2:3], sigma[2:3]), seen[2:3], rtol=0, atol=0)  # batch independent
+    assert torch.equal(g(x, sigma), seen)  # a fixed function of its input
+    assert not torch.equal(InputNoiseGuide(rec, r, seed=1)(x, sigma), seen)
+    # "Raised by 10%": sigma' = 1.1 sigma.
+    InputNoiseGuide.raised_by(rec, 0.1)(x, sigma)
+    torch.testing.assert_close(rec.sigma, sigma * 1.1)
 
 
 def test_skipped_block_is_its_skip_path(net):
@@ -130,9 +151,9 @@ def test_low_precision_close_to_fp32(net):
 def test_weak_guide_in_generate_images(net):
     # A training-free guide plugs into generation as a guide network; w = 1 is the unguided run.
     guide = DropoutGuide(net, 0.1, seed=0)
-    kw = dict(num_steps=3, batch_size=2)
+    kw = dict(sampler=SamplerSettings(steps=3), batch_size=2)
     plain, _ = generate_images(net, [0, 1], **kw)
-    same, _ = generate_images(net, [0, 1], guide=guide, guidance=1.0, **kw)
-    guided, _ = generate_images(net, [0, 1], guide=guide, guidance=2.5, **kw)
-    again, _ = generate_images(net, [0, 1], guide=DropoutGuide(net, 0.1, seed=0), guidance=2.5, **kw)
-    assert torch.equal(plain, same) and torch.equal(guided, again) and not torch.equal(plain, guided)
+    same, _ = generate_images(guided(net, guide, 1.0), [0, 1], **kw)
+    with_guide, _ = generate_images(guided(net, guide, 2.5), [0, 1], **kw)
+    again, _ = generate_images(guided(net, DropoutGuide(net, 0.1, seed=0), 2.5), [0, 1], **kw)
+    assert torch.equal(plain, same) and torch.equal(with_guide, again) and not torch.equal(plain, with_guide)

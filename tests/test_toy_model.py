@@ -116,5 +116,5 @@ def test_recipes_and_model_seeds():
     assert all(m["gain_init"] < 0 for m in ours.values())
     guide = model_specs("default", 0, guide_width=16, guide_iterations=100, guide_ema=0.05)["guide"]
     assert (guide["width"], guide["iterations"], guide["ema_sigma_rel"]) == (16, 100, 0.05)
-    with pytest.raises(UserInputError, match="--recipe"):
+    with pytest.raises(UserInputError, match="recipe must be one of"):
         model_specs("fancy", 0)

@@ -8,6 +8,7 @@ takes the GPU of its local rank; otherwise this is rank 0 of 1 with no process g
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -89,3 +90,48 @@ def setup(device: str | torch.device | None = None, backend: str | None = None) 
     if owns:
         tdist.init_process_group(backend=backend or ("nccl" if dev.type == "cuda" else "gloo"))
     return Distributed(rank=tdist.get_rank(), world_size=tdist.get_world_size(), device=dev, owns_group=owns)
+
+
+# --- sharding seeds over processes -------------------------------------------------------------------
+
+
+def shard_seeds(seeds: Sequence[int], rank: int, world_size: int, batch_size: int = 1) -> list[int]:
+    """This rank's share of `seeds`: whole batches, dealt out in turn (strided by batch).
+
+    The seed list is cut into consecutive batches of `batch_size` (the last one may be short); batch j
+    goes to rank j % world_size. With batch_size = 1 this is plain striding, seeds[rank::world_size].
+    Why batches: convolution and matmul kernels round differently for different batch sizes (about 1e-5
+    in float32), so generating the rank's share with the same `batch_size` reproduces exactly the
+    batches, hence bit for bit the images, of a single process. `gather_sharded` undoes the split.
+    """
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(f"need 0 <= rank < world_size, got rank {rank}, world_size {world_size}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    seeds = list(seeds)
+    starts = range(rank * batch_size, len(seeds), world_size * batch_size)
+    return [s for start in starts for s in seeds[start : start + batch_size]]
+
+
+def gather_sharded(local: torch.Tensor, total: int, batch_size: int = 1) -> torch.Tensor:
+    """All-gather per-rank results of `shard_seeds` back into seed order, on every rank.
+
+    local: (n_r, ...) this rank's rows for its share; total: the number of seeds before sharding;
+    batch_size: as given to `shard_seeds`. Returns (total, ...). Uses tensor all_gather (no pickling):
+    every rank pads to the largest share so that shapes agree. The process group must accept tensors on
+    local's device (gloo: CPU). Without an initialised process group it returns `local`.
+    """
+    if not (tdist.is_available() and tdist.is_initialized()) or tdist.get_world_size() == 1:
+        return local
+    world = tdist.get_world_size()
+    # Which global rows each rank holds: the same split applied to the row indices.
+    owned = [shard_seeds(range(total), r, world, batch_size) for r in range(world)]
+    width = max(len(o) for o in owned)
+    padded = local.new_zeros((width, *local.shape[1:]))
+    padded[: local.shape[0]] = local
+    parts = [torch.empty_like(padded) for _ in range(world)]
+    tdist.all_gather(parts, padded)
+    out = local.new_empty((total, *local.shape[1:]))
+    for part, rows in zip(parts, owned, strict=True):
+        out[rows] = part[: len(rows)]
+    return out

@@ -42,8 +42,10 @@ def to_uint8(x: torch.Tensor) -> torch.Tensor:
     """
     if x.ndim != 4:
         raise ValueError(f"expected images shaped (B, C, H, W), got {tuple(x.shape)}")
-    y = (x.float() * 127.5 + 128).clamp(0, 255).to(torch.uint8)  # the cast truncates, i.e. floors
-    return y.permute(0, 2, 3, 1).contiguous()
+    y = (x.float() * 127.5 + 128).clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)  # the cast floors
+    # Row-major strides even where C = 1 (a permuted view counts as contiguous then, but later kernels
+    # pick their code path by stride), so that these images equal the same images read from files.
+    return torch.empty(y.shape, dtype=y.dtype, device=y.device).copy_(y)
 
 
 def make_grid(cells: np.ndarray | torch.Tensor, pad: int = 1, fill: int = 255) -> np.ndarray:
@@ -120,9 +122,23 @@ def labelled_grid(
     for r, text in enumerate(row_labels):
         tw, th = size(text)
         draw.text((left_w - 4 - tw, top_h + r * (h + pad) + (h - th) // 2), text, fill=0, font=font)
+    _column_headers(draw, col_labels, n_lines, line_h, left_w, w + pad, pad, size, font)
+    out = np.asarray(canvas, dtype=np.uint8)[:, :, None]
+    if c > 1:  # keep the grid's colours: paste the RGB(A) grid back into a canvas of as many channels
+        out = np.repeat(out, c, axis=2)
+        if c == 4:
+            out[:, :, 3] = 255  # the labels opaque
+        out[top_h:, left_w:] = grid
+    return out
+
+
+def _column_headers(draw, col_labels, n_lines, line_h, left_w, step, pad, size, font) -> None:
+    """The header lines above the columns; runs of equal text on a line (but the last) share one label,
+    centred over them."""
+    cols = len(col_labels)
     for line in range(n_lines):
         k = 0
-        while k < cols:  # runs of equal text on this line share one centred label
+        while k < cols:
             text = col_labels[k][line] if line < len(col_labels[k]) else ""
             end = k + 1
             while (
@@ -132,14 +148,7 @@ def labelled_grid(
                 and line < n_lines - 1
             ):
                 end += 1
-            x0, x1 = left_w + k * (w + pad), left_w + end * (w + pad) - pad
+            x0, x1 = left_w + k * step, left_w + end * step - pad
             tw, _ = size(text)
             draw.text(((x0 + x1 - tw) // 2, 2 + line * line_h), text, fill=0, font=font)
             k = end
-    out = np.asarray(canvas, dtype=np.uint8)[:, :, None]
-    if c > 1:  # keep the grid's colours: paste the RGB(A) grid back into a canvas of as many channels
-        out = np.repeat(out, c, axis=2)
-        if c == 4:
-            out[:, :, 3] = 255  # the labels opaque
-        out[top_h:, left_w:] = grid
-    return out

@@ -1,4 +1,4 @@
-"""`python -m autoguidance.cli ...`: the same as `python -m autoguidance ...` (kept for torchrun command lines)."""
+"""`python -m autoguidance.cli ...`: the same as `python -m autoguidance ...` (torchrun command lines)."""
 
 from . import main
 

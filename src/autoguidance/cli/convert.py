@@ -16,8 +16,7 @@ from ..errors import UserInputError
 from ..io import atomic
 from ..io.cache import file_sha256
 from ..io.edm2 import checkpoint_metadata, load_edm2_pickle
-from ..io.loading import is_pickle
-from ..io.networks import save_network
+from ..io.networks import is_pickle, save_network
 
 
 @click.command("convert")

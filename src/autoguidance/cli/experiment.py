@@ -17,6 +17,7 @@ from ..errors import UserInputError
 from ..experiments import curves, degradations, interpolation, sensitivity, table1
 from ..experiments.options import Options
 from ..experiments.runs import Setup
+from ..io import atomic
 from ..sweeps.models import ModelCache
 from ..sweeps.report import write_report
 from ..sweeps.store import ResultStore
@@ -134,6 +135,29 @@ def experiment(
     for flag, value in (("steps", steps), ("samples", samples), ("batch", batch)):
         if value < 1:
             raise UserInputError(f"--{flag} must be >= 1, got {value}")
+    opts = _options(name, steps, samples, metric, ws, ema_main, ema_guide, guide_time, interval, rows)
+    atomic.check_dir(out, "--out")  # before any training or sampling
+    prog = progress_default(progress)
+    setup = Setup(
+        out,
+        duration=duration,
+        batch=64,
+        overrides=_runs(runs),
+        device=None if device == "auto" else device,
+        progress=prog,
+    )
+    plan = EXPERIMENTS[name](setup, ModelCache(out / "cache"), opts)
+    if not plan.groups:
+        raise UserInputError(f"empty grid: no rows of {name} selected by --rows {rows}")
+    metrics = [metric, *[m.strip() for m in extra.split(",") if m.strip()]]
+    done = run_plan_everywhere(plan, store_path, out / "cache", metrics, sources, device, batch, wait, prog)
+    if done is not None:
+        summary = write_report(ResultStore(store_path), name, out / name)
+        click.echo(f"{name}: report in {out / name} ({', '.join(summary['files'])}, {name}.md, {name}.json)")
+
+
+def _options(name, steps, samples, metric, ws, ema_main, ema_guide, guide_time, interval, rows) -> Options:
+    """The experiment's shared settings and grids from the flags, each checked (one line on error)."""
     iv = _floats(interval, "interval")
     if len(iv) != 2 or not 0 <= iv[0] < iv[1]:
         raise UserInputError(f"--interval must be LO,HI with 0 <= LO < HI, got {interval!r}")
@@ -155,20 +179,4 @@ def experiment(
             raise UserInputError(
                 f"--rows: {name} has no row {bad[0]!r}; its rows: {', '.join(known) or 'none'}"
             )
-    prog = progress_default(progress)
-    setup = Setup(
-        out,
-        duration=duration,
-        batch=64,
-        overrides=_runs(runs),
-        device=None if device == "auto" else device,
-        progress=prog,
-    )
-    plan = EXPERIMENTS[name](setup, ModelCache(out / "cache"), opts)
-    if not plan.groups:
-        raise UserInputError(f"empty grid: no rows of {name} selected by --rows {rows}")
-    metrics = [metric, *[m.strip() for m in extra.split(",") if m.strip()]]
-    done = run_plan_everywhere(plan, store_path, out / "cache", metrics, sources, device, batch, wait, prog)
-    if done is not None:
-        summary = write_report(ResultStore(store_path), name, out / name)
-        click.echo(f"{name}: report in {out / name} ({', '.join(summary['files'])}, {name}.md, {name}.json)")
+    return opts

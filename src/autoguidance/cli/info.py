@@ -17,7 +17,7 @@ import click
 
 from ..errors import UserInputError
 from ..io import checkpoint
-from ..io.loading import is_pickle, load_any_network
+from ..io.networks import is_pickle, load_network
 from ..nets.flops import count_parameters, flops_per_evaluation
 from ..nets.precond import NetConfig, build
 from ..nets.presets import PRESET_NAMES, preset_config
@@ -52,7 +52,7 @@ def _toy_lines(settings: Any) -> list[str]:
 def describe(path: str) -> list[str]:
     """The lines that `autoguidance info` prints for the checkpoint (or EDM2 pickle) at `path`."""
     if is_pickle(path):
-        _, meta = load_any_network(path)  # the restricted unpickler: nothing in the file runs
+        _, meta = load_network(path)  # the restricted unpickler: nothing in the file runs
     else:
         _, meta = checkpoint.load(path)
     lines = [f"file: {path}", f"kind: {meta.get('kind')}"]

@@ -15,14 +15,16 @@ import functools
 import math
 import re
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from importlib import metadata as importlib_metadata
 from typing import Any
 
 import click
+import torch
 
-from ..errors import UserInputError, check_int
+from ..errors import UserInputError
 from ..io.edm2_presets import EDM2_PRESETS
-from ..sampling import Churn, edm_sigmas
+from ..sampling import SamplerSettings
+from .models import ModelOptions
 
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -44,74 +46,6 @@ def progress_option(f: Callable) -> Callable:
         show_default=True,
         help="Progress bar on a terminal, periodic log lines otherwise; --no-progress: neither.",
     )(f)
-
-
-@dataclass(frozen=True)
-class SamplerSettings:
-    """The EDM sampler's settings (EDM, Karras et al. 2022, eq. 5 and Algorithm 2).
-
-    steps N: noise levels before sigma = 0 (Heun: 2N - 1 evaluations, Euler: N). sigma_min, sigma_max,
-    rho: the schedule of EDM eq. 5. churn (S_churn), s_tmin, s_tmax, s_noise: Algorithm 2's stochasticity
-    (churn 0 is the deterministic ODE sampler).
-    """
-
-    steps: int = 32
-    sigma_min: float = 0.002
-    sigma_max: float = 80.0
-    rho: float = 7.0
-    solver: str = "heun"
-    churn: float = 0.0
-    s_tmin: float = 0.0
-    s_tmax: float = math.inf
-    s_noise: float = 1.0
-
-    def __post_init__(self) -> None:
-        check_int("--steps", self.steps, minimum=1)
-        if not (0 < self.sigma_min <= self.sigma_max < math.inf):
-            raise UserInputError(
-                f"--sigma-min and --sigma-max need 0 < sigma-min <= sigma-max < inf, "
-                f"got {self.sigma_min} and {self.sigma_max}"
-            )
-        if not (math.isfinite(self.rho) and self.rho > 0):
-            raise UserInputError(f"--rho must be a positive number, got {self.rho}")
-        if self.solver not in ("heun", "euler"):
-            raise UserInputError(f"--solver must be heun or euler, got {self.solver!r}")
-        if not (math.isfinite(self.churn) and self.churn >= 0):
-            raise UserInputError(f"--churn must be a number >= 0, got {self.churn}")
-        if not (self.s_tmin >= 0 and self.s_tmax >= self.s_tmin):
-            raise UserInputError(
-                f"--s-tmin/--s-tmax need 0 <= s-tmin <= s-tmax, got {self.s_tmin}, {self.s_tmax}"
-            )
-        if not (math.isfinite(self.s_noise) and self.s_noise > 0):
-            raise UserInputError(f"--s-noise must be a positive number, got {self.s_noise}")
-
-    def sigmas(self):
-        return edm_sigmas(self.steps, self.sigma_min, self.sigma_max, self.rho)
-
-    def churn_settings(self) -> Churn | None:
-        if self.churn == 0:
-            return None
-        return Churn(s_churn=self.churn, s_min=self.s_tmin, s_max=self.s_tmax, s_noise=self.s_noise)
-
-    def generate_kwargs(self) -> dict[str, Any]:
-        """These settings as the keyword arguments of `generation.generate_images`."""
-        return dict(
-            num_steps=self.steps,
-            sigma_min=self.sigma_min,
-            sigma_max=self.sigma_max,
-            rho=self.rho,
-            solver=self.solver,
-            churn=self.churn_settings(),
-        )
-
-    def evaluations(self) -> int:
-        """Denoiser evaluations per sample (the last Heun step to sigma = 0 is an Euler step)."""
-        return 2 * self.steps - 1 if self.solver == "heun" else self.steps
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["s_tmax"] = None if math.isinf(self.s_tmax) else self.s_tmax  # JSON has no infinity
-        return d
 
 
 _SAMPLER_OPTIONS = (
@@ -145,7 +79,8 @@ def sampler_options(f: Callable) -> Callable:
 
     @functools.wraps(f)  # keeps the options already attached to f (click's __click_params__)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        kwargs["sampler"] = SamplerSettings(**{n: kwargs.pop(n) for n in names})
+        with renamed_fields({n: "--" + n.replace("_", "-") for n in names}):
+            kwargs["sampler"] = SamplerSettings(**{n: kwargs.pop(n) for n in names})
         return f(*args, **kwargs)
 
     for option in reversed(_SAMPLER_OPTIONS):
@@ -153,7 +88,26 @@ def sampler_options(f: Callable) -> Callable:
     return wrapper
 
 
-_MODEL_SOURCE_OPTIONS = (
+_MODEL_OPTIONS = (
+    click.option(
+        "--net",
+        default=None,
+        help="Main network: a checkpoint (.safetensors) or an EDM2 pickle (read without running its code).",
+    ),
+    click.option(
+        "--guide",
+        default=None,
+        help="Guide network: a weaker model of the same task (autoguidance), or an unconditional one for "
+        "a conditional net (CFG).",
+    ),
+    click.option("--guidance", default=None, help="Guidance weight W (1 = no guidance); generate: W1,W2,..."),
+    click.option("--interval", default=None, help="LO,HI: use the guide only for LO < sigma <= HI."),
+    click.option(
+        "--uncond", default=None, help="An unconditional network for an extra CFG term beside --guide."
+    ),
+    click.option(
+        "--uncond-guidance", type=float, default=1.0, show_default=True, help="Weight of the CFG term."
+    ),
     click.option(
         "--preset",
         default=None,
@@ -163,7 +117,6 @@ _MODEL_SOURCE_OPTIONS = (
     ),
     click.option(
         "--weak-guide",
-        "weak_guide_spec",
         default=None,
         help="A guide derived from the main network without training: dropout:P, input-noise:R, "
         "skip:BLOCK[+BLOCK], quantize:BITS or precision:bf16|fp16 (instead of --guide).",
@@ -182,12 +135,29 @@ _MODEL_SOURCE_OPTIONS = (
 )
 
 
-def model_source_options(f: Callable) -> Callable:
-    """Models from elsewhere (interop/), for every command that generates: --preset (EDM2's published
-    configurations), --weak-guide and --weak-guide-seed (training-free guides), --dtype, --vae."""
-    for option in reversed(_MODEL_SOURCE_OPTIONS):
-        f = option(f)
-    return f
+def model_options(f: Callable) -> Callable:
+    """The models of a sampling command (main network, guide, weights, interval, CFG term, EDM2 presets,
+    weak guides, precision, VAE); the command receives them as one `models: ModelOptions` argument."""
+
+    fields = list(ModelOptions.__dataclass_fields__)
+
+    @functools.wraps(f)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        kwargs["models"] = ModelOptions(**{n: kwargs.pop(n) for n in fields})
+        return f(*args, **kwargs)
+
+    for option in reversed(_MODEL_OPTIONS):
+        wrapper = option(wrapper)
+    return wrapper
+
+
+def versions() -> dict[str, str]:
+    """The versions a run's JSON record names: this package's and torch's."""
+    try:
+        ours = importlib_metadata.version("autoguidance")
+    except importlib_metadata.PackageNotFoundError:
+        ours = "unknown"
+    return {"autoguidance": ours, "torch": torch.__version__}
 
 
 def int_list(flag: str, text: str, allow_none: bool = False) -> tuple[int, ...]:
@@ -210,9 +180,9 @@ def renamed_fields(flags: dict[str, str]) -> Iterator[None]:
     try:
         yield
     except UserInputError as exc:
-        text = str(exc)
-        for field, flag in flags.items():
-            text = re.sub(rf"\b{field}\b", flag, text)
+        names = "|".join(sorted(map(re.escape, flags), key=len, reverse=True))
+        # One pass, whole words only: a flag put in ("--model-seed") is not matched again ("seed").
+        text = re.sub(rf"(?<![\w-])({names})(?![\w-])", lambda m: flags[m.group(1)], str(exc))
         if text == str(exc):
             raise
         raise type(exc)(text) from None

@@ -8,6 +8,8 @@ import json
 import click
 
 from ..errors import UserInputError
+from ..io import atomic
+from .options import renamed_fields
 
 
 def _finite_float(ctx, param, value):
@@ -57,12 +59,24 @@ def model_options(fn):
     return fn
 
 
-def make_settings(quick, samples, **kw):
+TOY_FLAGS = {
+    name: "--" + name.replace("_", "-")
+    for name in (
+        "recipe", "model_seed", "guide_width", "guide_iterations", "guide_ema", "samples", "seed", "guidance",
+        "cfg_guidance", "truncation", "weights",
+    )
+}  # fmt: skip
+
+
+def make_settings(out, quick, samples, **kw):
+    """The toy's settings from the options, every input (the output folder too) checked before work."""
     from ..toy.experiment import ToySettings
 
+    atomic.check_dir(out, "--out")
     if samples is not None:
         kw["samples"] = samples
-    return ToySettings.create(quick=quick, **kw)
+    with renamed_fields(TOY_FLAGS):
+        return ToySettings.create(quick=quick, **kw)
 
 
 @click.command()
@@ -82,7 +96,7 @@ def toy(out, retrain, progress, **kw):
     """Train the three toy models, sample five ways, measure, and draw Figures 1, 2 and 9."""
     from ..toy.experiment import run_toy
 
-    settings = make_settings(**kw)
+    settings = make_settings(out, **kw)
     metrics = run_toy(settings, out, retrain=retrain, progress=progress)
     rows = [
         f"{'method':<14}{'outliers':>9}{'branch_tv':>10}{'depth_tv':>9}{'within':>8}{'outer':>7}"
@@ -117,10 +131,11 @@ def toy_sweep(out, retrain, progress, weights, **kw):
     and the trade-off front front.png (models of OUT reused, trained if missing)."""
     from ..toy.sweep import front_table, parse_weights, run_sweep
 
-    w = parse_weights(weights)
+    with renamed_fields(TOY_FLAGS):
+        w = parse_weights(weights)
     if kw["samples"] is None and not kw["quick"]:
         kw["samples"] = 8192
-    settings = make_settings(**kw)
+    settings = make_settings(out, **kw)
     result = run_sweep(settings, out, w, retrain=retrain, progress=progress)
     click.echo(front_table(result))
     if "note" in result:

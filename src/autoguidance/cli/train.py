@@ -125,6 +125,9 @@ def train(
 
     Images whose side is not a power of two (e.g. 28) are padded to the next one (32) with black, and
     generation crops them back. A folder without dataset.json labels needs --uncond.
+
+    \f
+    (Long only by its parameter list: click passes one argument per option.)
     """
     given = {
         "lr_ref": lr,
@@ -160,6 +163,11 @@ def train(
             stop_after=_iterations(stop_after, batch),
             log_every=_iterations(log_every, batch),
         )
+    _report(result, out_dir)
+
+
+def _report(result: loop.TrainResult, out_dir: str) -> None:
+    """One line: finished, stopped, or interrupted by a signal (then exit with 128 + its number)."""
     main = os.environ.get("RANK", "0") == "0"  # under torchrun, one summary line is enough
     where = f"iteration {result.steps} ({result.images} images): {out_dir}"
     if result.signal is not None:

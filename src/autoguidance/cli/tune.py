@@ -8,6 +8,7 @@ trials, or run several workers against one store.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import click
@@ -101,30 +102,16 @@ def tune(
     device,
     progress,
 ):
-    """Find the best guidance weight and EMA lengths for METRIC with few evaluations."""
+    """Find the best guidance weight and EMA lengths for METRIC with few evaluations.
+
+    \f
+    (Long only by its parameter list: click passes one argument per option.)
+    """
     if trials < 1:
         raise UserInputError(f"--trials must be >= 1, got {trials}")
-    searched = {
-        "w": _range(w_text, "w", False),
-        "main_ema": _range(ema_main, "ema-main", True),
-        "guide_ema": _range(ema_guide, "ema-guide", True),
-    }
-    space = {k: v for k, v in searched.items() if isinstance(v, Range)}
-    if not space:
-        raise UserInputError("nothing to tune: the search space is empty (give LO,HI for --w or an EMA)")
-    fixed = {k: v for k, v in searched.items() if not isinstance(v, Range)}
-    base = {
-        "kind": "autoguidance",
-        "main_run": main_run,
-        "guide_run": guide_run,
-        "guide_at": guide_at,
-        "steps": steps,
-        "samples": samples,
-        **fixed,
-    }
-    probe = {**base, **{k: r.lo for k, r in space.items()}}
-    normalised = normalise(probe)  # checks every fixed field before any work
-    base = {k: v for k, v in normalised.items() if k not in space}
+    base, space = _search(main_run, guide_run, guide_at, w_text, ema_main, ema_guide, steps, samples)
+    if out_file:
+        atomic.check_file(out_file, "--out")
     d = distributed.setup(device)
     if d.world_size > 1:
         d.close()
@@ -159,14 +146,29 @@ def tune(
         "evaluations in all)"
     )
     if out_file:
-        atomic.write_json(
-            out_file,
-            {
-                "best_config": result.best_config,
-                "best_value": result.best_value,
-                "best_metrics": result.best_metrics,
-                "trials": result.trials,
-                "complete": result.complete,
-                "evaluations": result.evaluations,
-            },
-        )
+        atomic.write_json(out_file, dataclasses.asdict(result))
+
+
+def _search(main_run, guide_run, guide_at, w_text, ema_main, ema_guide, steps, samples):
+    """(the fixed part of every configuration, the searched ranges), every field checked before work."""
+    searched = {
+        "w": _range(w_text, "w", False),
+        "main_ema": _range(ema_main, "ema-main", True),
+        "guide_ema": _range(ema_guide, "ema-guide", True),
+    }
+    space = {k: v for k, v in searched.items() if isinstance(v, Range)}
+    if not space:
+        raise UserInputError("nothing to tune: the search space is empty (give LO,HI for --w or an EMA)")
+    fixed = {k: v for k, v in searched.items() if not isinstance(v, Range)}
+    base = {
+        "kind": "autoguidance",
+        "main_run": main_run,
+        "guide_run": guide_run,
+        "guide_at": guide_at,
+        "steps": steps,
+        "samples": samples,
+        **fixed,
+    }
+    probe = {**base, **{k: r.lo for k, r in space.items()}}
+    normalised = normalise(probe)  # checks every fixed field before any work
+    return {k: v for k, v in normalised.items() if k not in space}, space

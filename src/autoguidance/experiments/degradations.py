@@ -3,6 +3,7 @@ degraded more, by the same kind of degradation (matched) or the other kind (mism
 
 from __future__ import annotations
 
+from ..sweeps.configs import DEGRADATIONS_VERSION
 from ..sweeps.models import ModelCache
 from ..sweeps.plan import Group, Plan
 from .options import Options, product
@@ -23,7 +24,8 @@ def plan(setup: Setup, models: ModelCache, opts: Options) -> Plan:
         ("noise", NOISE, ("dropout", DROPOUT[1])),
     ):
         panel = f"main degraded by {kind}"
-        degraded = {**model, f"main_{kind}": main_v}
+        # The implementation's version joins the key: rows measured by the old one are not reused.
+        degraded = {**model, f"main_{kind}": main_v, "degradations": DEGRADATIONS_VERSION}
         groups.append(Group("no guidance", "w", [{**degraded, "kind": "none"}], panel))
         guide = {**degraded, "kind": "autoguidance", "guide_run": s, "guide_ema": em}
         groups.append(

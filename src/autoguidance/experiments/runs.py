@@ -56,7 +56,7 @@ class Setup:
             raise UserInputError(f"unknown model names {unknown}; known: {', '.join(CATALOG)}")
         for name, path in self.overrides.items():
             if not Path(path).is_dir():
-                raise UserInputError(f"--run {name}={path}: no such training run folder")
+                raise UserInputError(f"run {name}={path}: no such training run folder")
         if self.duration < 32 * self.batch:
             raise UserInputError(
                 f"the main model's duration must be at least 32 batches, got {self.duration}"

@@ -5,9 +5,11 @@ Autoguidance needs a guide that makes the same kind of errors as the main model,
 EMA exported by `autoguidance phema`), these degrade the main network at inference time:
 
   dropout       a fixed random subnetwork: each residual branch's activations multiplied by a Bernoulli
-                mask of keep-probability 1 - p, scaled by 1 / (1 - p) (inference-time dropout).
-  input_noise   the guide sees x + r sigma n and is told sigma' = sigma sqrt(1 + r^2): the noisier view
-                of the same sample, so it denoises with less information.
+                mask of keep-probability 1 - p, scaled by 1 / (1 - p), where EDM2 applies its training
+                dropout (the input of a block's second convolution): inference-time dropout.
+  input_noise   the guide sees x + r sigma n and is told sigma' = sigma sqrt(1 + r^2): a noisier view of
+                the same sample, so it denoises with less information. n is fresh Gaussian noise for
+                every sample and evaluation, drawn from a generator seeded by the sample's own values.
   skip_blocks   named blocks reduced to their skip path (EDM2 blocks) or to the identity (other modules).
   quantize      weights rounded to `bits` bits per output row (uniform, symmetric).
   precision     the network run in bfloat16 or float16.
@@ -16,6 +18,10 @@ Each is a `torch.nn.Module` denoiser D(x, sigma, cond) that exposes the main net
 it has one), so it plugs in wherever a guide network does. Random ones (dropout, input noise) draw their
 randomness once, from their own generator seeded by `seed`: the guide is a fixed function, the same for
 every sample, step and batch size. Each equals the main network exactly at zero degradation.
+
+These are the paper's Section 4 degradations as well (its sweeps use the same classes): dropout at the
+place EDM2's networks are trained with it, and input noise independent across samples and steps, i.e.
+an input that is noisier than the network is told, which is what "a model that sees noisier images" is.
 """
 
 from __future__ import annotations
@@ -23,12 +29,14 @@ from __future__ import annotations
 import contextlib
 import copy
 import hashlib
-from collections.abc import Iterator, Sequence
+import math
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
-from ..denoiser import expand_sigma
+from ..denoiser import Signature, expand_sigma, signature
 from ..errors import UserInputError
 from ..nets.mp import pixel_norm
 from ..nets.unet import CLIP_ACT, Block, resample
@@ -48,23 +56,20 @@ class _DerivedGuide(nn.Module):
         return self.net.config
 
     @property
-    def label_dim(self) -> int:
-        return self.net.config.label_dim
+    def signature(self) -> Signature:
+        return signature(self.net)
 
 
-class _Gate:
-    """Hooks that act only while the guide (not the main model sharing the same modules) runs."""
-
-    def __init__(self) -> None:
-        self.on = False
-
-    @contextlib.contextmanager
-    def active(self) -> Iterator[None]:
-        self.on = True
-        try:
-            yield
-        finally:
-            self.on = False
+@contextlib.contextmanager
+def _hooked(register: Callable[[], list[Any]]) -> Iterator[None]:
+    """Hooks on the shared network's modules for the duration of one guide evaluation only: the main
+    model, which shares the modules, never sees them, and nothing stays attached afterwards."""
+    handles = register()
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
 
 
 class DropoutGuide(_DerivedGuide):
@@ -76,14 +81,13 @@ class DropoutGuide(_DerivedGuide):
         if not 0.0 <= p < 1.0:
             raise UserInputError(f"dropout probability must lie in [0, 1), got {p}")
         self.p, self.seed = float(p), int(seed)
-        self._gate = _Gate()
         self._masks: dict[tuple[str, tuple[int, ...]], torch.Tensor] = {}
         targets = [(n + ".conv_res1", m.conv_res1) for n, m in net.named_modules() if isinstance(m, Block)]
         if not targets:
             targets = [(n, m) for n, m in net.named_modules() if isinstance(m, nn.Dropout)]
         if not targets and p > 0:
             raise UserInputError("dropout guide: the network has neither EDM2 blocks nor dropout layers")
-        self._handles = [m.register_forward_pre_hook(self._hook(name)) for name, m in targets]
+        self._targets = targets
 
     def _mask(self, name: str, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
         key = (name, shape)
@@ -96,38 +100,49 @@ class DropoutGuide(_DerivedGuide):
 
     def _hook(self, name: str):
         def pre(module: nn.Module, args: tuple) -> tuple | None:
-            if not self._gate.on or self.p == 0:
-                return None
             x = args[0]
             return (x * self._mask(name, tuple(x.shape[1:]), x), *args[1:])
 
         return pre
 
-    def forward(self, x: torch.Tensor, sigma: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
-        with self._gate.active():
+    def forward(self, x: torch.Tensor, sigma: torch.Tensor, cond: Any = None) -> torch.Tensor:
+        if self.p == 0:
+            return self.net(x, sigma, cond)
+        with _hooked(lambda: [m.register_forward_pre_hook(self._hook(n)) for n, m in self._targets]):
             return self.net(x, sigma, cond)
 
 
 class InputNoiseGuide(_DerivedGuide):
-    """D_guide(x; sigma) = D(x + r sigma n; sigma sqrt(1 + r^2)), n a fixed N(0, I) field from `seed`."""
+    """D_guide(x; sigma) = D(x + r sigma n; sigma sqrt(1 + r^2)), n ~ N(0, I) independent per sample and
+    evaluation: each sample's n comes from a generator seeded by `seed` and a hash of that sample's x,
+    so the guide is deterministic and a sample's result does not depend on its batch."""
 
     def __init__(self, net: nn.Module, ratio: float, seed: int = 0):
         super().__init__(net)
         if not ratio >= 0:
             raise UserInputError(f"input-noise ratio must be >= 0, got {ratio}")
         self.ratio, self.seed = float(ratio), int(seed)
-        self._noise: dict[tuple[int, ...], torch.Tensor] = {}
 
-    def forward(self, x: torch.Tensor, sigma: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+    @classmethod
+    def raised_by(cls, net: nn.Module, noise: float, seed: int = 0) -> InputNoiseGuide:
+        """The guide whose input noise level is raised by the factor f = 1 + noise (noise 0.1: 10% more
+        noise than the network is told): r = sqrt(f^2 - 1)."""
+        return cls(net, math.sqrt((1.0 + noise) ** 2 - 1.0), seed)
+
+    def _noise(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.empty(x.shape, dtype=torch.float32)
+        for i, sample in enumerate(x.detach().to("cpu", torch.float32)):
+            digest = hashlib.blake2b(sample.numpy().tobytes(), digest_size=8, key=str(self.seed).encode())
+            g = torch.Generator().manual_seed(int.from_bytes(digest.digest(), "little") >> 1)
+            out[i] = torch.randn(sample.shape, generator=g)
+        return out.to(x.device, x.dtype)
+
+    def forward(self, x: torch.Tensor, sigma: torch.Tensor, cond: Any = None) -> torch.Tensor:
         if self.ratio == 0:
             return self.net(x, sigma, cond)
-        shape = tuple(x.shape[1:])
-        if shape not in self._noise:
-            self._noise[shape] = torch.randn(shape, generator=torch.Generator().manual_seed(self.seed))
-        n = self._noise[shape].to(device=x.device, dtype=x.dtype)
         s = expand_sigma(sigma, x)
         noisy_sigma = (s * (1 + self.ratio**2) ** 0.5).flatten()
-        return self.net(x + self.ratio * s * n, noisy_sigma, cond)
+        return self.net(x + self.ratio * s * self._noise(x), noisy_sigma, cond)
 
 
 def _edm2_skip_path(block: Block, x: torch.Tensor) -> torch.Tensor:
@@ -151,13 +166,10 @@ class SkipBlocksGuide(_DerivedGuide):
             hint = ", ".join(block_names(net)[:8])
             raise UserInputError(f"skip guide: no module named {unknown[0]!r}; blocks include {hint}")
         self.names = list(names)
-        self._gate = _Gate()
-        self._handles = [modules[n].register_forward_hook(self._hook(n)) for n in self.names]
+        self._targets = [(n, modules[n]) for n in self.names]
 
     def _hook(self, name: str):
         def post(module: nn.Module, args: tuple, output):
-            if not self._gate.on:
-                return None
             if isinstance(module, Block):
                 return _edm2_skip_path(module, args[0])
             out = output[0] if isinstance(output, tuple) else output
@@ -167,8 +179,8 @@ class SkipBlocksGuide(_DerivedGuide):
 
         return post
 
-    def forward(self, x: torch.Tensor, sigma: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
-        with self._gate.active():
+    def forward(self, x: torch.Tensor, sigma: torch.Tensor, cond: Any = None) -> torch.Tensor:
+        with _hooked(lambda: [m.register_forward_hook(self._hook(n)) for n, m in self._targets]):
             return self.net(x, sigma, cond)
 
 
@@ -201,7 +213,7 @@ class QuantizedGuide(_DerivedGuide):
                     if p.ndim >= 2:
                         p.copy_(quantize_weights(p, bits))
 
-    def forward(self, x: torch.Tensor, sigma: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, sigma: torch.Tensor, cond: Any = None) -> torch.Tensor:
         return self.net(x, sigma, cond)
 
 

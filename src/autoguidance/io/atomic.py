@@ -51,7 +51,7 @@ def output_error(path: str | os.PathLike, exc: OSError, what: str = "write") -> 
     return OutputPathError(f"cannot {what} {path}: {reason}")
 
 
-def check_dir(path: str | os.PathLike, flag: str = "--out") -> Path:
+def check_dir(path: str | os.PathLike, flag: str = "the output folder") -> Path:
     """Check, without creating anything, that the output folder `path` can be created or written.
 
     Called before expensive work, so that a bad --out fails in a second rather than after training or
@@ -80,7 +80,7 @@ def check_dir(path: str | os.PathLike, flag: str = "--out") -> Path:
     return path
 
 
-def check_file(path: str | os.PathLike, flag: str = "--out") -> Path:
+def check_file(path: str | os.PathLike, flag: str = "the output file") -> Path:
     """Check, without creating anything, that the output file `path` can be written: not a folder, and
     its folder creatable or writable (`check_dir`)."""
     path = Path(path)
@@ -90,7 +90,7 @@ def check_file(path: str | os.PathLike, flag: str = "--out") -> Path:
     return path
 
 
-def prepare_dir(path: str | os.PathLike, flag: str = "--out") -> Path:
+def prepare_dir(path: str | os.PathLike, flag: str = "the output folder") -> Path:
     """`check_dir`, then create the folder (and its parents)."""
     check_dir(path, flag)
     try:

@@ -8,7 +8,7 @@ the reference statistics; `pr_inception`, `pr_dinov2`, `pr_classifier`: precisio
 coverage (k = 3) against the reference features; `classes`: the classifier's class histogram of the set
 and, where each image's intended class is known, the share it agrees with.
 
-Under torchrun each process takes whole batches in turn (`generation.shard_seeds`); the float64 sums are
+Under torchrun each process takes whole batches in turn (`distributed.shard_seeds`); the float64 sums are
 added across processes, and features for precision/recall are gathered back into the original order,
 so the numbers equal a single process's up to the rounding of float64 sums.
 """
@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..distributed import gather_sharded
 from ..errors import UserInputError
-from ..generate import gather_sharded
 from ..progress import Progress
 from .detectors import Detector
 from .frechet import FeatureStats, frechet_distance_gaussians

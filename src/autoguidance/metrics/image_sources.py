@@ -1,7 +1,7 @@
 """Where evaluated images come from, as uint8 batches (N, H, W, C): image folders and zips (streamed, so that
 50,000 images need not fit in memory), datasets in memory, and a model generating on the fly.
 
-Every source can be split across torchrun processes the way `generation.shard_seeds` splits seeds (whole
+Every source can be split across torchrun processes the way `distributed.shard_seeds` splits seeds (whole
 batches dealt out in turn), so that each process sees exactly the batches a single process would.
 """
 
@@ -18,8 +18,8 @@ import numpy as np
 import torch
 
 from ..data.folder import LABELS_FILE, _decode, _is_image, _open_source, _parse_labels
+from ..distributed import shard_seeds
 from ..errors import UserInputError
-from ..generate import shard_seeds
 
 
 def dataset_uint8(images: torch.Tensor) -> torch.Tensor:

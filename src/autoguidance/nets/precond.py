@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..denoiser import expand_sigma
+from ..denoiser import Signature, expand_sigma
 from ..errors import UserInputError, check_int
 from .mp import MPConv, MPFourier
 from .unet import UNet
@@ -70,6 +70,11 @@ class NetConfig:
         _check_float("label_balance", self.label_balance, 0.0, 1.0)
         _check_float("concat_balance", self.concat_balance, 0.0, 1.0)
         _check_float("sigma_data", self.sigma_data, 0.0, math.inf, lo_open=True, hi_open=True)
+
+    @property
+    def signature(self) -> Signature:
+        """What the network denoises: (channels, side, side) samples with `label_dim` classes."""
+        return Signature((self.img_channels, self.img_resolution, self.img_resolution), self.label_dim)
 
     @property
     def resolutions(self) -> tuple[int, ...]:
@@ -151,6 +156,10 @@ class EDM2Denoiser(nn.Module):
         self.logvar_fourier = MPFourier(config.logvar_channels)
         self.logvar_linear = MPConv(config.logvar_channels, 1)
 
+    @property
+    def signature(self) -> Signature:
+        return self.config.signature
+
     def one_hot(self, cond: torch.Tensor | None, batch: int, dtype: torch.dtype) -> torch.Tensor | None:
         """cond (B,) integer labels, or (B, label_dim) float label vectors, -> (B, label_dim) or None."""
         if self.label_dim == 0:
@@ -185,11 +194,13 @@ class EDM2Denoiser(nn.Module):
         sigma: torch.Tensor | float,
         cond: torch.Tensor | None = None,
         return_logvar: bool = False,
+        dtype: torch.dtype | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """x (B, C, H, W) noisy images, sigma (B,) or a scalar (> 0), cond as in `one_hot`.
 
-        Returns D (B, C, H, W); with `return_logvar` also u(sigma) shaped (B, 1, 1, 1) to broadcast
-        against the per-element loss lambda / e^u ||D - y||^2 + u.
+        dtype: run the UNet in this precision (fp16, bf16) while the preconditioning stays in x's, as
+        EDM2 runs its networks; default x's dtype. Returns D (B, C, H, W); with `return_logvar` also
+        u(sigma) shaped (B, 1, 1, 1) to broadcast against the per-element loss lambda / e^u ||D - y||^2 + u.
         """
         s = expand_sigma(sigma, x)  # (B, 1, 1, 1)
         sd = self.sigma_data
@@ -197,8 +208,9 @@ class EDM2Denoiser(nn.Module):
         c_out = s * sd / (s**2 + sd**2).sqrt()
         c_in = 1 / (s**2 + sd**2).sqrt()
         c_noise = s.flatten().log() / 4
-        labels = self.one_hot(cond, x.shape[0], x.dtype)
-        f = self.unet(c_in * x, c_noise, labels)
+        body = dtype or x.dtype
+        labels = self.one_hot(cond, x.shape[0], body)
+        f = self.unet((c_in * x).to(body), c_noise, labels)
         d = c_skip * x + c_out * f.to(x.dtype)
         if not return_logvar:
             return d

@@ -11,8 +11,12 @@ store. Networks are named by a training run folder (post-hoc EMA reconstructed f
   main_run, main_ema, main_at       the main network
   guide_run, guide_ema, guide_at    the weaker guide (autoguidance, interpolation)
   uncond_run, uncond_ema, uncond_at the unconditional guide (cfg, interpolation)
-  main_dropout, guide_dropout       degradations (Section 4): frozen dropout masks on the activations
+  main_dropout, guide_dropout       degradations (Section 4): fixed dropout masks where EDM2 trains
+                                    with dropout (guides/weak.py)
   main_noise, guide_noise           degradations: input noise raised by this fraction (0.1 = 10%)
+  degradations  the version of the degradations' implementation, set whenever one is used: 2 (guides/,
+                since issue 14); rows measured by version 1 (per-layer channel masks, one noise field
+                per sample hash) are kept in old stores but never taken for version 2 configurations
   steps         Heun steps; samples: images measured (seeds seed0 ... seed0 + samples - 1); seed0
 
 A sweep file (JSON) names the sweep and gives fixed fields and a grid (or a list of grids whose products
@@ -46,6 +50,7 @@ FIELDS = (
     "alpha",
     *MODEL_FIELDS,
     *DEGRADATION_FIELDS,
+    "degradations",
     "steps",
     "samples",
     "seed0",
@@ -59,6 +64,7 @@ USES = {
     "interpolation": ("main", "guide", "uncond"),
 }
 SWEEP_KEYS = ("name", "metric", "fixed", "grid")
+DEGRADATIONS_VERSION = 2
 METRIC_DEFAULT = "fd_classifier"
 
 
@@ -85,6 +91,8 @@ def normalise(config: dict[str, Any]) -> dict[str, Any]:
     unknown = sorted(set(config) - set(FIELDS))
     if unknown:
         raise UserInputError(f"unknown configuration keys {unknown}; known: {', '.join(FIELDS)}")
+    if config.get("degradations", DEGRADATIONS_VERSION) != DEGRADATIONS_VERSION:
+        raise UserInputError(f"degradations must be {DEGRADATIONS_VERSION} (this version's implementation)")
     c = {**DEFAULTS, **{k: v for k, v in config.items() if v is not None}}
     kind = c["kind"]
     if kind not in KINDS:
@@ -107,6 +115,7 @@ def normalise(config: dict[str, Any]) -> dict[str, Any]:
                     raise UserInputError(f"{field} must lie in [0, 1), got {value}")
                 if value > 0:
                     out[field] = value
+                    out["degradations"] = DEGRADATIONS_VERSION
     if kind != "none":
         out["w"] = _number("w", c.get("w", 1.0), lo=0.0)
         if c.get("interval") is not None:

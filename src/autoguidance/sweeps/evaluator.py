@@ -1,10 +1,11 @@
 """One configuration -> images from its seeds -> metrics: the evaluation behind sweeps, tuning and the
 experiments.
 
-Every configuration draws its samples from the seeds seed0, seed0 + 1, ... in the order of
-`generation.generate_images` (initial noise, then the class), so that all configurations of a sweep share
-their noise and classes (common random numbers) and an image equals the one `autoguidance generate` makes
-for that seed. Under torchrun the seeds are sharded over the processes by whole batches and gathered back.
+Every configuration draws its samples from the seeds seed0, seed0 + 1, ... through the one generation
+loop (`generate.generate_batches`: initial noise, then the class), so that all configurations of a sweep
+share their noise and classes (common random numbers) and an image equals the one `autoguidance generate`
+makes for that seed. Under torchrun the seeds are sharded over the processes by whole batches and
+gathered back.
 """
 
 from __future__ import annotations
@@ -14,23 +15,20 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from ..denoiser import Denoiser
+from ..distributed import gather_sharded, shard_seeds
 from ..errors import UserInputError
-from ..experiments.degrade import with_frozen_dropout, with_input_noise
-from ..generate import gather_sharded, shard_seeds
-from ..guidance import autoguidance, classifier_free, interpolated
-from ..images import to_uint8
-from ..io.networks import check_compatible
-from ..sampling import edm_sigmas, sample
-from ..seeds import SeedStreams
+from ..generate import generate_images
+from ..guidance import check_guide, guided, interpolation_weights
+from ..guides import DropoutGuide, InputNoiseGuide
+from ..sampling import SamplerSettings
 from .configs import USES
 from .models import ModelCache
 from .plan import thumbnails
 from .store import canonical_key
 
-SIGMA_MIN, SIGMA_MAX, RHO = 0.002, 80.0, 7.0  # the EDM schedule, as `autoguidance generate` uses it
+DEGRADATION_SEED = 0  # the dropout masks of the Section 4 degradations
 
 Measure = Callable[[torch.Tensor, torch.Tensor | None], dict[str, float]]
 """(uint8 images (N, H, W, C), intended classes (N,) or None) -> {metric name: number}."""
@@ -47,48 +45,52 @@ def check_config(config: dict[str, Any], models: ModelCache) -> None:
 
 def _check_roles(cfgs: dict[str, Any]) -> None:
     main = cfgs["main"]
-    for role in ("guide", "uncond"):
-        if role in cfgs:
-            check_compatible(main, cfgs[role], guide_name=f"the {role} network")
-    if "guide" in cfgs and cfgs["guide"].label_dim != main.label_dim:
-        raise UserInputError(
-            "the autoguidance guide must have the main model's conditioning "
-            f"({main.label_dim} classes, guide {cfgs['guide'].label_dim}); an unconditional guide is kind cfg"
-        )
-    if "uncond" in cfgs and cfgs["uncond"].label_dim != 0:
-        raise UserInputError("the cfg guide (uncond_run) must be an unconditional network (label_dim 0)")
+    if "guide" in cfgs:
+        check_guide(main, cfgs["guide"])
+        if cfgs["guide"].label_dim != main.label_dim:  # an unconditional guide makes a cfg configuration
+            raise UserInputError(
+                "the autoguidance guide must have the main model's conditioning "
+                f"({main.label_dim} classes, guide {cfgs['guide'].label_dim}); "
+                "an unconditional guide is kind cfg"
+            )
+    if "uncond" in cfgs:
+        check_guide(main, cfgs["uncond"], role="uncond")
+
+
+def _degraded(net: Denoiser, config: dict[str, Any], role: str) -> Denoiser:
+    """The Section 4 degradations of a role's network (guides/weak.py: dropout where EDM2 trains with it,
+    input noise raised by a factor), each 0 when absent."""
+    dropout, noise = config.get(f"{role}_dropout", 0.0), config.get(f"{role}_noise", 0.0)
+    if dropout > 0:
+        net = DropoutGuide(net, dropout, seed=DEGRADATION_SEED)
+    if noise > 0:
+        net = InputNoiseGuide.raised_by(net, noise, seed=DEGRADATION_SEED)
+    return net
 
 
 def build_denoiser(config: dict[str, Any], models: ModelCache) -> tuple[Denoiser, Any, dict[str, Any]]:
-    """The guided denoiser of `config`, its main network (for shapes and classes) and the files used."""
+    """The guided denoiser of `config` (`guidance.guided`), its main network and the files used."""
     nets, files = {}, {}
     for role in USES[config["kind"]]:
         net, meta = models.load(config[f"{role}_run"], config.get(f"{role}_ema"), config.get(f"{role}_at"))
         nets[role] = net
         files[role] = {"file": meta["file"], "training_images": meta.get("training_images")}
-    main = nets["main"]
     _check_roles({role: net.config for role, net in nets.items()})
-
-    def degraded(role: str) -> Denoiser:
-        net = with_frozen_dropout(nets[role], config.get(f"{role}_dropout", 0.0))
-        return with_input_noise(net, config.get(f"{role}_noise", 0.0))
-
-    kind, interval = config["kind"], config.get("interval")
-    d_main = degraded("main")
+    kind, w, interval = config["kind"], config.get("w", 1.0), config.get("interval")
+    main = _degraded(nets["main"], config, "main")
     if kind == "none":
-        denoiser = d_main
-    elif kind == "autoguidance":
-        denoiser = autoguidance(d_main, degraded("guide"), config["w"], interval)
+        return main, nets["main"], files
+    if kind == "autoguidance":
+        denoiser = guided(main, _degraded(nets["guide"], config, "guide"), w, interval=interval)
     elif kind == "cfg":
-        denoiser = classifier_free(d_main, nets["uncond"], config["w"], interval)
+        denoiser = guided(main, uncond=nets["uncond"], w_uncond=w, interval=interval)
     else:
-        denoiser = interpolated(
-            d_main, nets["uncond"], degraded("guide"), config["w"], config["alpha"], interval
-        )
-    return denoiser, main, files
+        w_guide, w_uncond = interpolation_weights(w, config["alpha"])
+        guide = _degraded(nets["guide"], config, "guide")
+        denoiser = guided(main, guide, w_guide, uncond=nets["uncond"], w_uncond=w_uncond, interval=interval)
+    return denoiser, nets["main"], files
 
 
-@torch.no_grad()
 def generate(
     config: dict[str, Any],
     models: ModelCache,
@@ -99,29 +101,16 @@ def generate(
     """uint8 images (N, H, W, C) and classes (N,) (None: unconditional) for `seeds`, in seed order,
     sharded over torchrun's processes (every process returns all of them)."""
     denoiser, main, files = build_denoiser(config, models)
-    cfg = main.config
-    shape = (cfg.img_channels, cfg.img_resolution, cfg.img_resolution)
-    sigmas = edm_sigmas(config["steps"], SIGMA_MIN, SIGMA_MAX, RHO)
     rank, world = _rank_world()
     mine = shard_seeds(seeds, rank, world, batch_size)
-    images, labels = [], []
-    starts = range(0, len(mine), batch_size)
-    for start in tqdm(starts, disable=not progress, desc="generating", unit="batch", leave=False):
-        streams = SeedStreams(mine[start : start + batch_size])
-        latents = streams.randn(shape, device=models.device)  # draw 1: the initial noise
-        cond = streams.randint(cfg.label_dim, device=models.device) if cfg.label_dim > 0 else None  # draw 2
-        x = sample(denoiser, latents, sigmas, cond, solver="heun")
-        images.append(to_uint8(x).cpu())
-        if cond is not None:
-            labels.append(cond.cpu())
-    h, w, c = shape[1], shape[2], shape[0]
-    out = torch.cat(images) if images else torch.zeros((0, h, w, c), dtype=torch.uint8)
-    out = gather_sharded(out, len(seeds), batch_size)
-    lab = None
-    if cfg.label_dim > 0:
-        lab = torch.cat(labels) if labels else torch.zeros(0, dtype=torch.int64)
-        lab = gather_sharded(lab, len(seeds), batch_size)
-    return out, lab, files
+    sampler = SamplerSettings(steps=config["steps"])  # EDM's schedule, as `autoguidance generate` uses it
+    images, labels = generate_images(
+        denoiser, mine, sampler=sampler, batch_size=batch_size, device=models.device, progress=progress
+    )
+    images = gather_sharded(images, len(seeds), batch_size)
+    if labels is not None:
+        labels = gather_sharded(labels, len(seeds), batch_size)
+    return images, labels, files
 
 
 def _rank_world() -> tuple[int, int]:

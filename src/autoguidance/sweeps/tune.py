@@ -99,6 +99,24 @@ def run_tune(
     S = optuna.trial.TrialState
     store.fail_dead_trials(study)
 
+    objective = _objective(base, space, steps, evaluate_at, metric, on_trial)
+    finished = (S.COMPLETE, S.PRUNED)
+    done = len(study.get_trials(deepcopy=False, states=finished))
+    if done < trials:
+        study.optimize(
+            objective,
+            n_trials=trials - done,
+            callbacks=[optuna.study.MaxTrialsCallback(trials, states=finished)],
+            catch=(),
+        )
+    return _best(study, name, steps, samples)
+
+
+def _objective(base, space, steps, evaluate_at, metric, on_trial) -> Callable:
+    """The trial function: sample a configuration, measure it rung by rung (the first n seeds, each rung
+    extending the previous one), and let the pruner stop it between rungs."""
+    optuna = _optuna()
+
     def objective(trial) -> float:
         params = {k: trial.suggest_float(k, r.lo, r.hi, log=r.log) for k, r in sorted(space.items())}
         config = {**base, **params}
@@ -106,7 +124,7 @@ def run_tune(
         trial.set_user_attr("config", config)
         trial.set_user_attr("worker", worker_identity())
         value = math.nan
-        for rung, n in enumerate(steps):  # the first n seeds: each rung extends the previous one
+        for rung, n in enumerate(steps):
             result = evaluate_at(config, n)
             metrics = result.get("metrics", {})
             if metric not in metrics:
@@ -123,15 +141,12 @@ def run_tune(
                     raise optuna.TrialPruned()
         return value
 
+    return objective
+
+
+def _best(study, name: str, steps: Sequence[int], samples: int) -> TuneResult:
+    S = _optuna().trial.TrialState
     finished = (S.COMPLETE, S.PRUNED)
-    done = len(study.get_trials(deepcopy=False, states=finished))
-    if done < trials:
-        study.optimize(
-            objective,
-            n_trials=trials - done,
-            callbacks=[optuna.study.MaxTrialsCallback(trials, states=finished)],
-            catch=(),
-        )
     complete = study.get_trials(deepcopy=False, states=(S.COMPLETE,))
     if not complete:
         raise UserInputError(f"tuning study {name!r} has no configuration measured at the full count")

@@ -16,8 +16,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..denoiser import identity_denoiser
+from ..distributed import resolve_device
 from ..errors import UserInputError
-from ..guidance import autoguidance, check_weight, classifier_free, truncation
+from ..guidance import check_weight, guided
 from ..io import atomic
 from ..sampling import edm_sigmas, sample
 from ..seeds import SeedStreams
@@ -70,37 +72,26 @@ def model_specs(
     """The three training configs of a recipe. Model seed m trains main, guide and uncond with seeds
     3m + 1, 3m + 2, 3m + 3 (m = 0 gives the seeds 1, 2, 3 of earlier versions)."""
     if recipe not in RECIPES:
-        raise UserInputError(f"--recipe must be one of {', '.join(RECIPES)}, got {recipe!r}")
+        raise UserInputError(f"recipe must be one of {', '.join(RECIPES)}, got {recipe!r}")
     if not 0 <= model_seed < 2**40:
-        raise UserInputError(f"--model-seed must lie in [0, 2^40), got {model_seed}")
+        raise UserInputError(f"model_seed must lie in [0, 2^40), got {model_seed}")
     base = DEFAULT_RECIPE if recipe == "default" else PAPER_RECIPE
     specs = {name: replace(base[name], seed=3 * model_seed + 1 + i) for i, name in enumerate(MODEL_NAMES)}
     guide = {}
     if guide_width is not None:
         if guide_width < 1:
-            raise UserInputError(f"--guide-width must be >= 1, got {guide_width}")
+            raise UserInputError(f"guide_width must be >= 1, got {guide_width}")
         guide["width"] = guide_width
     if guide_iterations is not None:
         if guide_iterations < 1:
-            raise UserInputError(f"--guide-iterations must be >= 1, got {guide_iterations}")
+            raise UserInputError(f"guide_iterations must be >= 1, got {guide_iterations}")
         guide["iterations"] = guide_iterations
     if guide_ema is not None:
         if not 0 < guide_ema <= 0.28:
-            raise UserInputError(f"--guide-ema must lie in (0, 0.28], got {guide_ema}")
+            raise UserInputError(f"guide_ema must lie in (0, 0.28], got {guide_ema}")
         guide["ema_sigma_rel"] = guide_ema
     specs["guide"] = replace(specs["guide"], **guide)
     return {name: cfg.to_dict() for name, cfg in specs.items()}
-
-
-def resolve_device(device: str) -> str:
-    """auto -> cuda when available, else cpu; cuda only where it exists."""
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
-        raise UserInputError(f"--device must be auto, cpu or cuda, got {device!r}")
-    if device != "cpu" and not torch.cuda.is_available():
-        raise UserInputError(f"--device {device}: CUDA is not available on this machine")
-    return device
 
 
 @dataclass(frozen=True)
@@ -128,14 +119,14 @@ class ToySettings:
     models: dict | None = None  # None: model_specs(recipe, model_seed)
 
     def __post_init__(self) -> None:
-        check_weight(self.guidance, "--guidance")
-        check_weight(self.cfg_guidance, "--cfg-guidance")
-        check_weight(self.truncation, "--truncation")
+        check_weight(self.guidance, "guidance")
+        check_weight(self.cfg_guidance, "cfg_guidance")
+        check_weight(self.truncation, "truncation")
         if self.samples < 1:
-            raise UserInputError(f"--samples must be >= 1, got {self.samples}")
+            raise UserInputError(f"samples must be >= 1, got {self.samples}")
         if not 0 <= self.seed < 2**62:
-            raise UserInputError(f"--seed must lie in [0, 2^62), got {self.seed}")
-        object.__setattr__(self, "device", resolve_device(self.device))
+            raise UserInputError(f"seed must lie in [0, 2^62), got {self.seed}")
+        object.__setattr__(self, "device", str(resolve_device(self.device)))
         if self.models is None:
             object.__setattr__(self, "models", model_specs(self.recipe, self.model_seed))
 
@@ -186,7 +177,7 @@ def obtain_model(
         if meta.get("training") != cfg.to_dict():
             raise UserInputError(
                 f"saved model {path} was trained with other settings than requested; "
-                "pass --retrain or choose another --out"
+                "train them again or choose another output folder"
             )
         if "heldout_loss" not in meta:  # saved by an earlier version
             meta["heldout_loss"] = heldout_loss(model, mixture, cfg)
@@ -213,16 +204,17 @@ def initial_latents(class_a: ToyMixture, seeds: range, sigma_max: float) -> torc
 
 
 def guided_denoisers(models: dict, method: str, weight: float):
-    """The denoiser of one method at one strength (truncation's strength is its score scale)."""
+    """The denoiser of one method at one strength (truncation's strength is its score scale), built by
+    the one builder: CFG's guide is the unconditional model, truncation's the zero score."""
     main = models["main"]
     if method == "unguided":
         return main
     if method == "cfg":
-        return classifier_free(main, models["uncond"], weight)
+        return guided(main, uncond=models["uncond"], w_uncond=weight)
     if method == "truncation":
-        return truncation(main, weight)
+        return guided(main, identity_denoiser, weight)
     if method == "autoguidance":
-        return autoguidance(main, models["guide"], weight)
+        return guided(main, models["guide"], weight)
     raise ValueError(f"unknown method {method!r}")
 
 
@@ -244,17 +236,10 @@ def load_models(settings: ToySettings, out: Path, retrain: bool, progress: bool,
     return models, summary
 
 
-def run_toy(
-    settings: ToySettings, out: str | Path, retrain: bool = False, progress: bool = True, figures: bool = True
-) -> dict:
-    """Run the whole experiment into `out`; returns the metrics dict (also written to metrics.json)."""
-    out = Path(out)
+def _sample_methods(settings: ToySettings, models: dict, class_a: ToyMixture, sigmas, progress, timings):
+    """Samples of every method from the same initial noise (and the ground truth's), with the sampler's
+    paths of all but truncation (for Figures 2 and 9)."""
     device = torch.device(settings.device)
-    timings: dict[str, float] = {}
-    class_a = ToyMixture((0,))
-    models, model_summary = load_models(settings, out, retrain, progress, timings)
-
-    sigmas = edm_sigmas(settings.num_steps, settings.sigma_min, settings.sigma_max, settings.rho)
     seeds = range(settings.seed, settings.seed + settings.samples)
     start = time.perf_counter()
     latents = initial_latents(class_a, seeds, settings.sigma_max).to(device)
@@ -266,22 +251,30 @@ def run_toy(
         "autoguidance": settings.guidance,
     }
     samples = {"ground_truth": class_a.sample_seeded(SeedStreams(seeds))}
-    trajectories = {}  # paths of all but truncation, for Figures 2 and 9
+    trajectories = {}
     for name in tqdm(weights, desc="sampling methods", disable=None if progress else True, leave=False):
         start = time.perf_counter()
         keep = name != "truncation"
-        result = sample(
-            guided_denoisers(models, name, weights[name]),
-            latents,
-            sigmas,
-            solver="heun",
-            return_trajectory=keep,
-        )
+        denoiser = guided_denoisers(models, name, weights[name])
+        result = sample(denoiser, latents, sigmas, solver="heun", return_trajectory=keep)
         if keep:
             result, trajectories[name] = result[0], result[1].states.detach().cpu()
         samples[name] = result.detach().cpu()
         timings[f"sample_{name}"] = time.perf_counter() - start
+    return samples, trajectories
 
+
+def run_toy(
+    settings: ToySettings, out: str | Path, retrain: bool = False, progress: bool = True, figures: bool = True
+) -> dict:
+    """Run the whole experiment into `out`; returns the metrics dict (also written to metrics.json)."""
+    out = Path(out)
+    timings: dict[str, float] = {}
+    class_a = ToyMixture((0,))
+    models, model_summary = load_models(settings, out, retrain, progress, timings)
+
+    sigmas = edm_sigmas(settings.num_steps, settings.sigma_min, settings.sigma_max, settings.rho)
+    samples, trajectories = _sample_methods(settings, models, class_a, sigmas, progress, timings)
     start = time.perf_counter()
     tau = outlier_threshold(class_a, settings.tau_samples, settings.tau_seed)
     reference = RecallReference.build(class_a, settings.recall_samples, settings.recall_seed)

@@ -179,6 +179,7 @@ def figure9(arrays: dict, metrics: dict, path: Path) -> None:
     sig = arrays["figure9_sigmas"]
     rows = len(sig)
     fig, axes = plt.subplots(rows, 7, figsize=(20, 2.95 * rows + 1.2), constrained_layout=True)
+    im = im_ratio = None
     heads = [
         "main model p₁\n(class A, the model guided)",
         "CFG guide p₀\n(unconditional: classes A + B)",
@@ -189,38 +190,9 @@ def figure9(arrays: dict, metrics: dict, path: Path) -> None:
         f"autoguided, w = {s['guidance']:g}\np₁ (p₁/p₀)^(w-1) + samples",
     ]
     for r in range(rows):
-        main = lp["main"][r]
-        # Ratios are shown about their median over the main model's support (where it is within the
-        # colour floor of its maximum), clipped at their 99th percentile there: far from the data they
-        # run to hundreds of nats and would wash out the part that steers the samples.
-        support = main >= main.max() + FIGURE9_FLOOR
-        ratios = {k: main - lp[k][r] for k in ("uncond", "guide")}
-        ratios = {k: v - np.median(v[support]) for k, v in ratios.items()}
-        lims = {k: float(np.percentile(np.abs(v[support]), 99)) for k, v in ratios.items()}
-        panels = [("density", main, None)]
-        for guide_key, method, w in (
-            ("uncond", "cfg", s["cfg_guidance"]),
-            ("guide", "autoguidance", s["guidance"]),
-        ):
-            panels += [
-                ("density", lp[guide_key][r], None),
-                ("ratio", ratios[guide_key], lims[guide_key]),
-                ("density", main + (w - 1) * ratios[guide_key], method),
-            ]
-        for c, (ax, (kind, img, method)) in enumerate(zip(axes[r], panels, strict=True)):
-            if kind == "ratio":
-                lim, method = method, None
-                im_ratio = ax.imshow(img, origin="lower", extent=ext, cmap="RdBu_r", vmin=-lim, vmax=lim)
-                ax.text(0.03, 0.03, f"colour range ±{lim:.2g} nats", transform=ax.transAxes, fontsize=8)
-            else:
-                im = ax.imshow(
-                    img - img.max(), origin="lower", extent=ext, cmap="magma", vmin=FIGURE9_FLOOR, vmax=0
-                )
-            if method is not None:
-                pts = arrays[f"figure9_states_{method}"][r]
-                ax.scatter(pts[:, 0], pts[:, 1], s=0.3, c="#40e0ff", alpha=0.5, linewidths=0, rasterized=True)
-                ax.set_xlim(ext[0], ext[1])
-                ax.set_ylim(ext[2], ext[3])
+        for c, (ax, panel) in enumerate(zip(axes[r], _figure9_panels(lp, r, s), strict=True)):
+            drawn = _figure9_panel(ax, *panel, arrays, r, ext)
+            im_ratio, im = (drawn, im) if panel[0] == "ratio" else (im_ratio, drawn)
             if r == 0:
                 ax.set_title(heads[c], fontsize=9.5)
             if c == 0:
@@ -239,6 +211,43 @@ def figure9(arrays: dict, metrics: dict, path: Path) -> None:
     )
     atomic.write_with(path, lambda p: fig.savefig(p, dpi=90, format="png"))
     plt.close(fig)
+
+
+def _figure9_panels(lp: dict, r: int, s: dict) -> list[tuple]:
+    """Row r's panels as (kind, image, method or colour limit): the main density, then for CFG and for
+    autoguidance the guide's density, the ratio and the guided density. Ratios are shown about their
+    median over the main model's support (where it is within the colour floor of its maximum), clipped at
+    their 99th percentile there: far from the data they run to hundreds of nats and would wash out the
+    part that steers the samples."""
+    main = lp["main"][r]
+    support = main >= main.max() + FIGURE9_FLOOR
+    ratios = {k: main - lp[k][r] for k in ("uncond", "guide")}
+    ratios = {k: v - np.median(v[support]) for k, v in ratios.items()}
+    lims = {k: float(np.percentile(np.abs(v[support]), 99)) for k, v in ratios.items()}
+    panels = [("density", main, None)]
+    guides = (("uncond", "cfg", s["cfg_guidance"]), ("guide", "autoguidance", s["guidance"]))
+    for guide_key, method, w in guides:
+        panels += [
+            ("density", lp[guide_key][r], None),
+            ("ratio", ratios[guide_key], lims[guide_key]),
+            ("density", main + (w - 1) * ratios[guide_key], method),
+        ]
+    return panels
+
+
+def _figure9_panel(ax, kind: str, img, extra, arrays: dict, r: int, ext: tuple):
+    """Draw one panel of Figure 9; a guided density gets the sampler's states at that sigma on top."""
+    if kind == "ratio":
+        im = ax.imshow(img, origin="lower", extent=ext, cmap="RdBu_r", vmin=-extra, vmax=extra)
+        ax.text(0.03, 0.03, f"colour range ±{extra:.2g} nats", transform=ax.transAxes, fontsize=8)
+        return im
+    im = ax.imshow(img - img.max(), origin="lower", extent=ext, cmap="magma", vmin=FIGURE9_FLOOR, vmax=0)
+    if extra is not None:
+        pts = arrays[f"figure9_states_{extra}"][r]
+        ax.scatter(pts[:, 0], pts[:, 1], s=0.3, c="#40e0ff", alpha=0.5, linewidths=0, rasterized=True)
+        ax.set_xlim(ext[0], ext[1])
+        ax.set_ylim(ext[2], ext[3])
+    return im
 
 
 def draw_figures(out: str | Path) -> tuple[Path, ...]:

@@ -30,11 +30,11 @@ def parse_weights(text: str) -> tuple[float, ...]:
     try:
         weights = tuple(float(t) for t in text.split(","))
     except ValueError:
-        raise UserInputError(f"--weights must be numbers separated by commas, got {text!r}") from None
+        raise UserInputError(f"weights must be numbers separated by commas, got {text!r}") from None
     for w in weights:
-        check_weight(w, "--weights")
+        check_weight(w, "weights")
         if w < 1:
-            raise UserInputError(f"--weights must be >= 1 (1 = unguided), got {w:g}")
+            raise UserInputError(f"weights must be >= 1 (1 = unguided), got {w:g}")
     return tuple(sorted(set(weights)))
 
 

@@ -297,163 +297,213 @@ def _train(
     log_every: int,
     stop: _StopRequest,
 ) -> TrainResult:
-    device, batch = dist.device, config.batch_size
-    state_path, config_path, log_path = run_dir / STATE_FILE, run_dir / CONFIG_FILE, run_dir / LOG_FILE
-
-    # ---- data and model
-    dataset = load_dataset(config.dataset)
-    if config.cond and not dataset.labelled:
-        raise UserInputError(
-            f"dataset {dataset.name!r} has no labels (no dataset.json with labels): train it "
-            "unconditionally with --uncond, or add a dataset.json (README, 'Your own images')"
-        )
-    if batch % dist.world_size:
-        raise UserInputError(f"batch size {batch} is not divisible by the {dist.world_size} processes")
-    label_dim = dataset.num_classes if config.cond else 0
-    image_size = dataset.resolution
-    if len(config.architecture.given()) < 4:  # the preset rule needs a power-of-two side: pad up to one
-        dataset = dataset.padded(padded_resolution(image_size))
-    net_config = preset_config(
-        config.preset, dataset.resolution, dataset.channels, label_dim, config.dropout, config.architecture
-    )
-    torch.manual_seed(config.seed)  # initial weights: identical on every rank and in every rerun
-    net = build(net_config).to(device).train()
-    opt = torch.optim.Adam(net.parameters(), lr=config.lr_ref, betas=config.adam_betas, eps=config.adam_eps)
-    ema = PowerFunctionEMA(net, config.ema_sigma_rels)
-
-    # ---- resume
-    step, elapsed_before = 0, 0.0
-    if config_path.exists():
-        try:
-            stored = json.loads(config_path.read_text())
-        except json.JSONDecodeError:
-            raise UserInputError(f"{config_path} is not valid JSON") from None
-        _check_same_run(config, stored, config_path)
-    if state_path.exists():
-        tensors, meta = read_training_state(state_path)
-        _check_same_run(config, meta.get("train_config"), state_path)  # before loading: clearer errors
-        restore_training_state(tensors, net, opt, ema, state_path)
-        del tensors
-        step, elapsed_before = meta["step"], float(meta.get("elapsed", 0.0))
-    if step > config.total_steps:
-        raise UserInputError(
-            f"{state_path} is at iteration {step}, past this config's {config.total_steps} "
-            f"(duration {config.duration} images): give a longer duration"
-        )
-    if dist.is_main:
-        atomic.write_json(config_path, config.to_dict())
-        _trim_log(log_path, step)
-
-    model = net
-    if dist.world_size > 1:  # averages gradients across ranks during backward
-        device_ids = [device] if device.type == "cuda" else None
-        model = torch.nn.parallel.DistributedDataParallel(net, device_ids=device_ids)
-    images = dataset.images.to(device)
-    labels = dataset.labels.to(device) if config.cond else None
-    share = batch // dist.world_size
-    positions = range(dist.rank * share, (dist.rank + 1) * share)  # this rank's slots in the global batch
+    run = _Run(config, run_dir, dist)
+    run.resume()
     end = config.total_steps if stop_after is None else min(config.total_steps, stop_after)
-    provenance = {
-        "dataset": dataset.name,
-        "dataset_size": len(dataset),
-        "image_size": image_size,  # before padding: generation crops its outputs back to this
-        "preset": config.preset,
-        "cond": config.cond,
-        "train_config": config.to_dict(),
-        "net": net_config.to_dict(),
-        "world_size": dist.world_size,
-    }
+    run.loop(end, log_every, stop, progress)
+    return run.finish(stop)
 
-    def save_state() -> None:
-        # Never store diverged weights: a resumed run would start from them (and checkpoint.load refuses
-        # non-finite tensors). One host sync per checkpoint, not per step.
-        if not bool(torch.isfinite(loss_sum).all()):
+
+class _Run:
+    """One training run in one process: its data, network, optimiser, EMA and files, and where it is."""
+
+    def __init__(self, config: TrainConfig, run_dir: Path, dist: distributed.Distributed):
+        self.config, self.run_dir, self.dist = config, run_dir, dist
+        self.state_path, self.config_path = run_dir / STATE_FILE, run_dir / CONFIG_FILE
+        self.log_path = run_dir / LOG_FILE
+        dataset = load_dataset(config.dataset)
+        if config.cond and not dataset.labelled:
+            raise UserInputError(
+                f"dataset {dataset.name!r} has no labels (no dataset.json with labels): train it "
+                "unconditionally with --uncond, or add a dataset.json (README, 'Your own images')"
+            )
+        if config.batch_size % dist.world_size:
+            raise UserInputError(
+                f"batch size {config.batch_size} is not divisible by the {dist.world_size} processes"
+            )
+        label_dim = dataset.num_classes if config.cond else 0
+        image_size = dataset.resolution
+        if len(config.architecture.given()) < 4:  # the preset rule needs a power-of-two side: pad up to one
+            dataset = dataset.padded(padded_resolution(image_size))
+        self.dataset = dataset
+        arch = config.architecture
+        self.net_config = preset_config(
+            config.preset, dataset.resolution, dataset.channels, label_dim, config.dropout, arch
+        )
+        torch.manual_seed(config.seed)  # initial weights: identical on every rank and in every rerun
+        self.net = build(self.net_config).to(dist.device).train()
+        self.opt = torch.optim.Adam(
+            self.net.parameters(), lr=config.lr_ref, betas=config.adam_betas, eps=config.adam_eps
+        )
+        self.ema = PowerFunctionEMA(self.net, config.ema_sigma_rels)
+        self.step, self.elapsed_before = 0, 0.0
+        self.provenance = {
+            "dataset": dataset.name,
+            "dataset_size": len(dataset),
+            "image_size": image_size,  # before padding: generation crops its outputs back to this
+            "preset": config.preset,
+            "cond": config.cond,
+            "train_config": config.to_dict(),
+            "net": self.net_config.to_dict(),
+            "world_size": dist.world_size,
+        }
+
+    def resume(self) -> None:
+        """Continue from the run folder's training state, if any (the same config up to its length)."""
+        config = self.config
+        if self.config_path.exists():
+            try:
+                stored = json.loads(self.config_path.read_text())
+            except json.JSONDecodeError:
+                raise UserInputError(f"{self.config_path} is not valid JSON") from None
+            _check_same_run(config, stored, self.config_path)
+        if self.state_path.exists():
+            tensors, meta = read_training_state(self.state_path)
+            _check_same_run(config, meta.get("train_config"), self.state_path)  # before loading: clearer
+            restore_training_state(tensors, self.net, self.opt, self.ema, self.state_path)
+            del tensors
+            self.step, self.elapsed_before = meta["step"], float(meta.get("elapsed", 0.0))
+        if self.step > config.total_steps:
+            raise UserInputError(
+                f"{self.state_path} is at iteration {self.step}, past this config's {config.total_steps} "
+                f"(duration {config.duration} images): give a longer duration"
+            )
+        if self.dist.is_main:
+            atomic.write_json(self.config_path, config.to_dict())
+            _trim_log(self.log_path, self.step)
+        self.saved_at = self.step if self.state_path.exists() else -1
+
+    def loop(self, end: int, log_every: int, stop: _StopRequest, progress: bool) -> None:
+        """Iterate up to `end`, logging, snapshotting and checkpointing; stop early on a signal."""
+        dist, config, batch = self.dist, self.config, self.config.batch_size
+        model = self.net
+        if dist.world_size > 1:  # averages gradients across ranks during backward
+            device_ids = [dist.device] if dist.device.type == "cuda" else None
+            model = torch.nn.parallel.DistributedDataParallel(self.net, device_ids=device_ids)
+        images = self.dataset.images.to(dist.device)
+        labels = self.dataset.labels.to(dist.device) if config.cond else None
+        log = _Log(self, log_every, progress)
+        try:
+            while self.step < end:
+                loss, lr = self._iteration(model, images, labels)
+                self.step += 1
+                self.ema.update(self.net, cur_t=self.step * batch, delta_t=batch)  # EMA time in images
+                # Under torchrun every rank gets the signal, but maybe not before the same step: they agree
+                # at the next log record (a collective), so that all save the same step.
+                stopping = log.add(loss, lr, end, stop)
+                if _crossed(config.snapshot_every, self.step, batch) and dist.is_main:
+                    _save_snapshots(self.run_dir, self.ema, self.step, batch, self.provenance)
+                if _crossed(config.checkpoint_every, self.step, batch):
+                    self.save_state(log)
+                if stopping:
+                    break
+        finally:
+            log.close()
+        if self.saved_at != self.step:
+            self.save_state(log)
+
+    def _iteration(self, model, images, labels) -> tuple[torch.Tensor, float]:
+        """One optimiser step on this rank's share of the global batch of the current step."""
+        config, dist, step, batch = self.config, self.dist, self.step, self.config.batch_size
+        share = batch // dist.world_size
+        positions = range(dist.rank * share, (dist.rank + 1) * share)  # this rank's slots in the batch
+        rows = batch_indices(len(self.dataset), batch, step, config.seed, dist.rank, dist.world_size)
+        rows = rows.to(dist.device)
+        noise, normal = training_noise(config.seed, step, positions, self.dataset.shape, dist.device)
+        lr = learning_rate(config, step)
+        for group in self.opt.param_groups:
+            group["lr"] = lr
+        if config.dropout > 0:  # dropout draws from torch's global generator: make it a function of step
+            torch.manual_seed(sample_seed(config.seed, step, dist.rank, domain=DOMAIN_DROPOUT))
+        loss = denoising_loss(
+            model,
+            images[rows],
+            None if labels is None else labels[rows],
+            noise,
+            normal,
+            config.p_mean,
+            config.p_std,
+            self.net_config.sigma_data,
+        )
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        return loss.detach(), lr
+
+    def save_state(self, log: _Log) -> None:
+        """The training state, for resuming. Never diverged weights: a resumed run would start from them
+        (and checkpoint.load refuses non-finite tensors). One host sync per checkpoint, not per step."""
+        if not bool(torch.isfinite(log.loss_sum).all()):
             raise RunFailedError(
-                f"training diverged: non-finite loss before iteration {step}; the last checkpoint in "
-                f"{run_dir} is from before (try a lower --lr)"
+                f"training diverged: non-finite loss before iteration {self.step}; the last checkpoint in "
+                f"{self.run_dir} is from before (try a lower --lr)"
             )
-        if dist.is_main:
-            elapsed = elapsed_before + time.perf_counter() - start_time
-            save_training_state(state_path, net, opt, ema, step, {**provenance, "elapsed": elapsed})
+        if self.dist.is_main:
+            elapsed = self.elapsed_before + time.perf_counter() - log.start_time
+            meta = {**self.provenance, "elapsed": elapsed}
+            save_training_state(self.state_path, self.net, self.opt, self.ema, self.step, meta)
+        self.saved_at = self.step
 
-    # ---- training loop
-    log_file = open(log_path, "a", buffering=1) if dist.is_main else None  # line-buffered appends
-    bar = Progress("train", config.total_steps, initial=step, unit="it", enabled=progress and dist.is_main)
-    start_time = last_time = time.perf_counter()
-    last_step, loss_sum, saved_at = step, torch.zeros((), device=device), step if state_path.exists() else -1
-    try:
-        while step < end:
-            rows = batch_indices(len(dataset), batch, step, config.seed, dist.rank, dist.world_size)
-            rows = rows.to(device)
-            noise, normal = training_noise(config.seed, step, positions, dataset.shape, device)
-            lr = learning_rate(config, step)
-            for group in opt.param_groups:
-                group["lr"] = lr
-            if config.dropout > 0:  # dropout draws from torch's global generator: make it a function of step
-                torch.manual_seed(sample_seed(config.seed, step, dist.rank, domain=DOMAIN_DROPOUT))
-            loss = denoising_loss(
-                model,
-                images[rows],
-                None if labels is None else labels[rows],
-                noise,
-                normal,
-                config.p_mean,
-                config.p_std,
-                net_config.sigma_data,
+    def finish(self, stop: _StopRequest) -> TrainResult:
+        """At the end of training, the last snapshot and the networks; then where the run stands."""
+        step, batch = self.step, self.config.batch_size
+        finished = step == self.config.total_steps
+        if finished and self.dist.is_main:
+            # Post-hoc EMA must cover the end of training: a last snapshot unless one fell on this step.
+            if not phema.snapshot_path(self.run_dir, step, self.ema.sigma_rels[0]).exists():
+                _save_snapshots(self.run_dir, self.ema, step, batch, self.provenance)
+            meta = {**self.provenance, "step": step, "training_images": step * batch}
+            _write_networks(self.run_dir, self.net, self.ema, meta)
+        self.dist.barrier()  # no rank leaves (and tears down the group) before rank 0 has written the files
+        signum = stop.signum if stop.signum is not None and not finished else None
+        return TrainResult(steps=step, images=step * batch, finished=finished, signal=signum)
+
+
+class _Log:
+    """log.jsonl records (the loss averaged since the last record) and the progress bar."""
+
+    def __init__(self, run: _Run, every: int, progress: bool):
+        self.run, self.every = run, every
+        dist, total = run.dist, run.config.total_steps
+        self.file = open(run.log_path, "a", buffering=1) if dist.is_main else None  # line-buffered
+        self.bar = Progress("train", total, initial=run.step, unit="it", enabled=progress and dist.is_main)
+        self.start_time = self.last_time = time.perf_counter()
+        self.last_step, self.loss_sum = run.step, torch.zeros((), device=dist.device)
+
+    def add(self, loss: torch.Tensor, lr: float, end: int, stop: _StopRequest) -> bool:
+        """Count one iteration's loss; write a record every `every` iterations, at the end, or when a
+        signal asks to stop. Returns whether to stop (agreed by all ranks)."""
+        run, dist = self.run, self.run.dist
+        self.loss_sum += loss
+        self.bar.update(1)
+        stopping = stop.signum is not None and dist.world_size == 1
+        if not (run.step % self.every == 0 or run.step == end or stopping):
+            return stopping
+        if dist.world_size > 1:
+            stopping = bool(dist.max(float(stop.signum or 0)))
+        mean_loss = float(dist.mean(self.loss_sum / (run.step - self.last_step)))  # collective
+        if not math.isfinite(mean_loss):
+            raise RunFailedError(
+                f"training diverged: loss {mean_loss} at iteration {run.step}; the last checkpoint "
+                f"in {run.run_dir} is from before (try a lower --lr)"
             )
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            step += 1
-            ema.update(net, cur_t=step * batch, delta_t=batch)  # EMA time in images, after the step
-            loss_sum += loss.detach()
-            bar.update(1)
-            # Under torchrun every rank gets the signal, but maybe not before the same step: they agree
-            # at the next log record (a collective), so that all save the same step.
-            stopping = stop.signum is not None and dist.world_size == 1
+        now, batch = time.perf_counter(), run.config.batch_size
+        record = {
+            "step": run.step,
+            "images": run.step * batch,
+            "loss": mean_loss,
+            "lr": lr,
+            "images_per_sec": (run.step - self.last_step) * batch / max(now - self.last_time, 1e-9),
+            "elapsed": run.elapsed_before + now - self.start_time,
+        }
+        if self.file is not None:
+            self.file.write(json.dumps(record) + "\n")
+        self.bar.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{lr:.2e}", images=run.step * batch)
+        self.last_step, self.last_time = run.step, now
+        self.loss_sum = torch.zeros((), device=dist.device)
+        return stopping
 
-            if step % log_every == 0 or step == end or stopping:
-                if dist.world_size > 1:
-                    stopping = bool(dist.max(float(stop.signum or 0)))
-                mean_loss = float(dist.mean(loss_sum / (step - last_step)))  # collective: all ranks log
-                if not math.isfinite(mean_loss):
-                    raise RunFailedError(
-                        f"training diverged: loss {mean_loss} at iteration {step}; the last checkpoint "
-                        f"in {run_dir} is from before (try a lower --lr)"
-                    )
-                now = time.perf_counter()
-                record = {
-                    "step": step,
-                    "images": step * batch,
-                    "loss": mean_loss,
-                    "lr": lr,
-                    "images_per_sec": (step - last_step) * batch / max(now - last_time, 1e-9),
-                    "elapsed": elapsed_before + now - start_time,
-                }
-                if log_file is not None:
-                    log_file.write(json.dumps(record) + "\n")
-                bar.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{lr:.2e}", images=step * batch)
-                last_step, last_time, loss_sum = step, now, torch.zeros((), device=device)
-            if _crossed(config.snapshot_every, step, batch) and dist.is_main:
-                _save_snapshots(run_dir, ema, step, batch, provenance)
-            if _crossed(config.checkpoint_every, step, batch):
-                save_state()
-                saved_at = step
-            if stopping:
-                break
-    finally:
-        bar.close()
-        if log_file is not None:
-            log_file.close()
-
-    if saved_at != step:
-        save_state()
-    finished = step == config.total_steps
-    if finished and dist.is_main:
-        # Post-hoc EMA must cover the end of training: a last snapshot unless one fell on this step.
-        if not phema.snapshot_path(run_dir, step, ema.sigma_rels[0]).exists():
-            _save_snapshots(run_dir, ema, step, batch, provenance)
-        _write_networks(run_dir, net, ema, {**provenance, "step": step, "training_images": step * batch})
-    dist.barrier()  # no rank leaves (and tears down the group) before rank 0 has written the files
-    signum = stop.signum if stop.signum is not None and not finished else None
-    return TrainResult(steps=step, images=step * batch, finished=finished, signal=signum)
+    def close(self) -> None:
+        self.bar.close()
+        if self.file is not None:
+            self.file.close()

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..denoiser import Signature
 from ..errors import UserInputError
 from .latents import LatentCodec
 from .parameterization import DiscreteVP, PredictionDenoiser, RectifiedFlow, Schedule, parse_prediction
@@ -105,12 +106,12 @@ def from_pipeline(pipe: Any, *, null_cond: Any = None, dtype: torch.dtype | None
         size = size[0]
     vae = getattr(pipe, "vae", None)
     codec = LatentCodec.from_vae_config(vae) if vae is not None else None
-    return PipelineParts(den, codec, (int(channels), int(size), int(size)))
+    shape = (int(channels), int(size), int(size))
+    den.signature = Signature(shape, num_classes(model))
+    return PipelineParts(den, codec, shape)
 
 
-def check_same_task(main: PipelineParts, guide: PipelineParts) -> None:
-    """A guide must denoise the same latents (shape) as the main model."""
-    if main.sample_shape != guide.sample_shape:
-        raise UserInputError(
-            f"guide samples shape {guide.sample_shape}, the main model {main.sample_shape}: not the same task"
-        )
+def num_classes(model: nn.Module) -> int:
+    """Class labels a model takes (0: none): DiT's num_embeds_ada_norm, a UNet's num_class_embeds."""
+    cfg = model.config
+    return int(getattr(cfg, "num_embeds_ada_norm", None) or getattr(cfg, "num_class_embeds", None) or 0)

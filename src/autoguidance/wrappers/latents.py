@@ -11,7 +11,7 @@ Pixels are uint8 RGB; the VAE sees them in [-1, 1].
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -78,3 +78,30 @@ class LatentCodec:
         x = self.vae.decode(raw.to(p.dtype)).sample.to(torch.float32)
         x = ((x + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
         return x.permute(0, 2, 3, 1).cpu()
+
+
+def edm2_decoder(
+    meta: dict, vae: str | None = None, device: str | torch.device = "cpu"
+) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """For an EDM2 latent network (its pickle records a Stability VAE encoder): latents -> uint8 images
+    through diffusers' AutoencoderKL (`vae`: a local folder or hub name; default the recorded one).
+    None for pixel-space networks. Needs the `diffusers` extra."""
+    enc = meta.get("encoder") if isinstance(meta, dict) else None
+    if vae is None and (not enc or enc.get("kind") != "vae"):
+        return None
+    kwargs = {k: v for k, v in (enc or {}).items() if k != "kind"}
+    try:
+        from diffusers import AutoencoderKL
+    except ImportError:
+        raise UserInputError(
+            "decoding latents needs diffusers: pip install 'autoguidance[diffusers]'"
+        ) from None
+    from ..wrappers.latents import EDM2_VAE_NAME, LatentCodec
+
+    name = vae or kwargs.get("vae_name") or EDM2_VAE_NAME
+    try:
+        model = AutoencoderKL.from_pretrained(name).to(device).eval()
+    except (OSError, ValueError) as exc:
+        raise UserInputError(f"cannot load the VAE {name!r}: {str(exc).splitlines()[0]}") from None
+    norm = {k: kwargs[k] for k in ("raw_mean", "raw_std", "final_mean", "final_std") if k in kwargs}
+    return LatentCodec.edm2(model, **norm).decode

@@ -33,7 +33,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..denoiser import expand_sigma
+from ..denoiser import Signature, expand_sigma
 from ..errors import UserInputError
 
 PREDICTIONS = ("eps", "v", "flow", "sample")
@@ -194,6 +194,7 @@ class PredictionDenoiser(nn.Module):
         self.schedule = schedule
         self.timestep_scale = float(timestep_scale)
         self.null_cond = null_cond
+        self.signature = Signature()  # what it denoises, where known (`from_pipeline` says)
 
     def call_model(self, x_t: torch.Tensor, t: torch.Tensor, cond: Any) -> torch.Tensor:
         fn = self.model if "model" in self._modules else self._fn

@@ -1,9 +1,9 @@
 """Generate images from a diffusers pipeline folder, autoguided by another pipeline's model (an earlier
 checkpoint, a smaller sibling, the base model) or by a training-free weak guide, optionally with CFG.
 
-The main and guide models are wrapped as EDM denoisers (`diffusers_adapter`), combined by
-`guidance.GuidedDenoiser` (D = D_main + (w - 1)(D_main - D_guide) + (w_cfg - 1)(D_main - D_main(null))),
-sampled by the package's Heun sampler from per-seed noise, and decoded by the main pipeline's VAE.
+The main and guide models are wrapped as EDM denoisers (`wrappers.diffusers`), combined by the one builder
+`guidance.guided` (D = D_main + (w - 1)(D_main - D_guide) + (w_cfg - 1)(D_main - D_main(null))), sampled
+by the one generation loop (`generate`) from per-seed noise, and decoded by the main pipeline's VAE.
 """
 
 from __future__ import annotations
@@ -13,15 +13,13 @@ from dataclasses import dataclass
 
 import torch
 
-from ..denoiser import without_condition
 from ..errors import UserInputError
-from ..guidance import GuidedDenoiser, GuideTerm, check_weight
-from ..guides.weak import weak_guide
-from ..images import to_uint8
-from ..seeds import SeedStreams
-from .diffusers import PipelineParts, check_same_task, from_pipeline
+from ..generate import generate_images
+from ..guidance import guided
+from ..guides import weak_guide
+from ..sampling import SamplerSettings
+from .diffusers import PipelineParts, from_pipeline, num_classes
 from .precision import parse_dtype
-from .sample_any import sample_from_seeds
 
 
 def load_pipeline(path: str | os.PathLike, dtype: str = "fp32", null_class: bool = True) -> PipelineParts:
@@ -47,12 +45,6 @@ def load_pipeline(path: str | os.PathLike, dtype: str = "fp32", null_class: bool
     return parts
 
 
-def num_classes(parts: PipelineParts) -> int:
-    """Class labels a model takes (0: none): DiT's num_embeds_ada_norm, a UNet's num_class_embeds."""
-    cfg = parts.denoiser.model.config
-    return int(getattr(cfg, "num_embeds_ada_norm", None) or getattr(cfg, "num_class_embeds", None) or 0)
-
-
 @dataclass
 class DiffusersSettings:
     seeds: list[int]
@@ -63,22 +55,6 @@ class DiffusersSettings:
     batch_size: int = 8
     sigma_min: float | None = None
     sigma_max: float | None = None
-
-
-def _labels(parts: PipelineParts, settings: DiffusersSettings, device: torch.device) -> torch.Tensor | None:
-    k = num_classes(parts)
-    if k == 0:
-        if settings.class_label is not None:
-            raise UserInputError("--class given, but the model takes no class labels")
-        return None
-    if settings.class_label is not None:
-        if not 0 <= settings.class_label < k:
-            raise UserInputError(f"class must lie in [0, {k - 1}], got {settings.class_label}")
-        return torch.full((len(settings.seeds),), settings.class_label, device=device)
-    # A class per seed from the seed's own generator, after its noise (as generation.generate_images).
-    streams = SeedStreams(settings.seeds)
-    streams.randn(tuple(parts.sample_shape))
-    return streams.randint(k, device=device)
 
 
 @dataclass(frozen=True)
@@ -100,41 +76,36 @@ def generate_diffusers(
     device: str | torch.device = "cpu",
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """uint8 images (N, H, W, 3) and the class labels used (or None)."""
-    w, w_cfg = check_weight(settings.guidance), check_weight(settings.cfg_guidance)
     if guide is not None and weak is not None:
         raise UserInputError("give a guide model or a weak guide, not both")
-    main.denoiser.to(device).eval()
-    main_fn = main.denoiser
-    terms = []
+    main.denoiser.to(device)
+    guide_fn = None
     if guide is not None:
-        check_same_task(main, guide)
-        guide.denoiser.to(device).eval()
-        terms.append(GuideTerm(guide.denoiser, w))
+        guide_fn = guide.denoiser.to(device)
     elif weak is not None:
-        terms.append(GuideTerm(weak_guide(main.denoiser, weak, weak_seed), w))
-    elif w != 1.0:
-        raise UserInputError("--guidance needs a guide (--guide or --weak-guide)")
-    if w_cfg != 1.0:
-        if num_classes(main) == 0:
+        guide_fn = weak_guide(main.denoiser, weak, weak_seed)
+    uncond = None
+    if settings.cfg_guidance != 1.0:
+        if num_classes(main.denoiser.model) == 0:
             raise UserInputError("CFG needs a class-conditional model")
         if main.denoiser.null_cond is None:
             raise UserInputError("this model has no null class for the unconditional branch of CFG")
-        terms.append(GuideTerm(without_condition(main_fn), w_cfg))
-    denoiser = GuidedDenoiser(main_fn, terms) if terms else main_fn
-    dev = torch.device(device)
-    labels = _labels(main, settings, dev)
-    sched = main.denoiser.schedule
-    x = sample_from_seeds(
-        denoiser,
-        main.sample_shape,
-        settings.seeds,
-        cond=labels,
-        num_steps=settings.num_steps,
-        sigma_min=settings.sigma_min or sched.sigma_min,
-        sigma_max=settings.sigma_max or min(sched.sigma_max, 80.0),
-        batch_size=settings.batch_size,
-        device=dev,
-        codec=main.codec,
+        uncond = main.denoiser  # the same network, given its null label
+    w_cfg = settings.cfg_guidance
+    denoiser = guided(main.denoiser, guide_fn, settings.guidance, uncond=uncond, w_uncond=w_cfg)
+    schedule = main.denoiser.schedule
+    sampler = SamplerSettings(
+        steps=settings.num_steps,
+        sigma_min=settings.sigma_min or schedule.sigma_min,
+        sigma_max=settings.sigma_max or min(schedule.sigma_max, 80.0),
     )
-    images = x if main.codec is not None else to_uint8(x)
-    return images, None if labels is None else labels.cpu()
+    return generate_images(
+        denoiser,
+        settings.seeds,
+        shape=main.sample_shape,
+        class_label=settings.class_label,
+        sampler=sampler,
+        batch_size=settings.batch_size,
+        device=device,
+        decode=main.codec.decode if main.codec is not None else None,
+    )

@@ -3,15 +3,17 @@
 EDM2's preconditioning stays in float32 (c_skip, c_out, c_in, c_noise and the final sum) and only the
 UNet runs in reduced precision; MPConv casts its float32-normalised weights to the activation dtype, so
 the stored weights stay float32. `LowPrecision` does the same around our `EDM2Denoiser`, and falls back
-to torch.autocast for other denoisers (diffusers models cast themselves, see diffusers_adapter).
+to torch.autocast for other denoisers (diffusers models cast themselves, see wrappers/diffusers.py).
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
-from ..denoiser import expand_sigma
+from ..denoiser import Signature, signature
 from ..errors import UserInputError
 from ..nets.precond import EDM2Denoiser
 
@@ -39,25 +41,15 @@ class LowPrecision(nn.Module):
         return self.net.config
 
     @property
-    def label_dim(self) -> int:
-        return self.net.config.label_dim
+    def signature(self) -> Signature:
+        return signature(self.net)
 
-    def forward(self, x: torch.Tensor, sigma: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, sigma: torch.Tensor, cond: Any = None) -> torch.Tensor:
         if self.dtype == x.dtype:
             return self.net(x, sigma, cond)
-        net = self.net
-        if isinstance(net, EDM2Denoiser):
+        if isinstance(self.net, EDM2Denoiser):
             # EDM preconditioning in float32 (EDM Table 1), the UNet in self.dtype (as EDM2's Precond).
-            x32 = x.to(torch.float32)
-            s = expand_sigma(sigma, x32)
-            sd = net.sigma_data
-            c_skip = sd**2 / (s**2 + sd**2)
-            c_out = s * sd / (s**2 + sd**2).sqrt()
-            c_in = 1 / (s**2 + sd**2).sqrt()
-            c_noise = s.flatten().log() / 4
-            labels = net.one_hot(cond, x.shape[0], self.dtype)
-            f = net.unet((c_in * x32).to(self.dtype), c_noise, labels)
-            return (c_skip * x32 + c_out * f.to(torch.float32)).to(x.dtype)
+            return self.net(x.to(torch.float32), sigma, cond, dtype=self.dtype).to(x.dtype)
         with torch.autocast(device_type=x.device.type, dtype=self.dtype):
-            out = net(x, sigma, cond)
+            out = self.net(x, sigma, cond)
         return out.to(x.dtype)
