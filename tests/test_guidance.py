@@ -1,6 +1,8 @@
 """Guidance identities: w = 1 is the main model, CFG and truncation are special cases, the interval
 keeps guides unevaluated outside it, and the weights are checked."""
 
+from __future__ import annotations
+
 import math
 
 import pytest
@@ -9,12 +11,14 @@ import torch
 from autoguidance import (
     GuidedDenoiser,
     GuideTerm,
-    UserInputError,
     autoguidance,
     classifier_free,
     interpolated,
     truncation,
 )
+from autoguidance.errors import UserInputError
+from autoguidance.nets.precond import build
+from autoguidance.nets.presets import preset_config
 
 
 class Counting:
@@ -173,3 +177,18 @@ def test_interval_is_decided_once_per_sampler_step():
     guide.calls.clear()
     sample(guided, x0, sigmas, solver="euler")
     assert [float(s[0]) for _, s, _ in guide.calls] == [2.0]
+
+
+def test_guidance_builders_refuse_mismatched_networks():
+    main8, main32 = build(preset_config("xxs", 8, 1, 10)), build(preset_config("xxs", 32, 1, 10))
+    rgb8, uncond8 = build(preset_config("xxs", 8, 3, 10)), build(preset_config("xxs", 8, 1, 0))
+    with pytest.raises(UserInputError, match="1x32x32 samples, the main model on 1x8x8"):
+        autoguidance(main8, main32, 2.0)
+    with pytest.raises(UserInputError, match="3x8x8"):
+        autoguidance(main8, rgb8, 2.0)
+    with pytest.raises(UserInputError, match="0 classes, the main model 10"):
+        autoguidance(main8, uncond8, 2.0)
+    classifier_free(main8, uncond8, 2.0)  # CFG: the guide is called without labels
+    with pytest.raises(UserInputError, match="unconditional model works on"):
+        classifier_free(main8, build(preset_config("xxs", 16, 1, 0)), 2.0)
+    autoguidance(main8, lambda x, s, c=None: x, 2.0)  # undeclared denoisers are not checked

@@ -61,6 +61,7 @@ def test_heun_recovers_gaussian_variance():
     assert abs(float(x.std()) / std - 1) < 0.004  # sampling error ~0.16%, Heun error at 128 steps ~0.08%
 
 
+@pytest.mark.slow
 def test_churn_keeps_the_target_variance():
     std = 0.7
     streams = SeedStreams(range(40_000))
@@ -89,10 +90,18 @@ def test_seeded_samples_do_not_depend_on_batch_size():
     assert torch.equal(whole, split)
 
 
-def test_trajectory_shapes():
-    x, traj = sample(gaussian_denoiser(1.0), torch.randn(5, 2), edm_sigmas(6), return_trajectory=True)
+def test_trajectory_is_the_path_the_sampler_took():
+    # states[i] is x at sigma_i (x_0 = sigma_0 * latents), denoised[i] is D(states[i]; sigma_i), and with
+    # Euler each state follows from the previous one by one step along (x - D) / sigma (EDM eq. 4).
+    d, sig, latents = gaussian_denoiser(1.0), edm_sigmas(6), torch.randn(5, 2, dtype=torch.float64)
+    x, traj = sample(d, latents, sig, solver="euler", return_trajectory=True)
     assert traj.states.shape == (7, 5, 2) and traj.denoised.shape == (6, 5, 2)
-    assert torch.equal(traj.states[-1], x)
+    assert torch.equal(traj.states[0], latents * sig[0]) and torch.equal(traj.states[-1], x)
+    for i in range(6):
+        s, t = float(sig[i]), float(sig[i + 1])
+        state, denoised = traj.states[i], traj.denoised[i]
+        torch.testing.assert_close(denoised, d(state, torch.full((5,), s, dtype=torch.float64)))
+        torch.testing.assert_close(traj.states[i + 1], state + (t - s) * (state - denoised) / s)
 
 
 def test_parse_seeds():

@@ -295,6 +295,7 @@ run_plan_everywhere(plan, store, cache, ["mean"], {"reference": "mnist"}, "cpu",
 """
 
 
+@pytest.mark.slow
 def test_sweep_under_torchrun_equals_one_process(nets, tmp_path, torchrun):
     script = tmp_path / "sweep.py"
     script.write_text(TORCHRUN_SWEEP)

@@ -31,6 +31,7 @@ def quick_run(tmp_path_factory):
     return out, proc
 
 
+@pytest.mark.slow  # the quick toy run (about 15 s) they share
 def test_quick_run_writes_everything(quick_run):
     out, proc = quick_run
     for name in ("figure1.png", "figure2.png", "figure9.png", "metrics.json", "results.npz"):
@@ -61,9 +62,13 @@ def test_quick_run_writes_everything(quick_run):
     # Even the quick run tells part of the story: truncation removes outliers, autoguidance keeps branches.
     methods = metrics["methods"]
     assert methods["truncation"]["outlier_fraction"] < methods["unguided"]["outlier_fraction"]
-    assert "autoguidance" in proc.stdout
+    # The printed table's autoguidance row carries that method's measured numbers.
+    (row,) = [line.split() for line in proc.stdout.splitlines() if line.startswith("autoguidance ")]
+    ag = methods["autoguidance"]
+    assert row[1:4] == [f"{ag['outlier_fraction']:.4f}", f"{ag['branch_tv']:.3f}", f"{ag['depth_tv']:.3f}"]
 
 
+@pytest.mark.slow  # the quick toy run (about 15 s) they share
 def test_sweep_reuses_models_and_draws_front(quick_run, capsys):
     out, _ = quick_run
     before = (out / "models" / "main.safetensors").stat().st_mtime_ns
@@ -89,6 +94,7 @@ def test_sweep_reuses_models_and_draws_front(quick_run, capsys):
     assert (out / "front.png").stat().st_size > 0 and "NOT meaningful" in stdout
 
 
+@pytest.mark.slow  # the quick toy run (about 15 s) they share
 def test_figures_redraw_without_resampling(quick_run, capsys):
     out, _ = quick_run
     (out / "figure1.png").unlink()
@@ -96,6 +102,7 @@ def test_figures_redraw_without_resampling(quick_run, capsys):
     assert code == 0 and (out / "figure1.png").exists()
 
 
+@pytest.mark.slow  # the quick toy run (about 15 s) they share
 def test_rerun_reuses_models(quick_run, tmp_path, capsys):
     out, _ = quick_run
     before = (out / "models" / "main.safetensors").stat().st_mtime_ns
@@ -148,6 +155,7 @@ def test_corrupt_saved_model_is_exit_2(tmp_path, capsys):
     assert not (tmp_path / "metrics.json").exists() and not (tmp_path / "results.npz").exists()
 
 
+@pytest.mark.slow  # the quick toy run (about 15 s) they share
 def test_mismatched_saved_model_is_exit_2(quick_run, tmp_path, capsys):
     out, _ = quick_run
     model, meta = load_toy_model(out / "models" / "main.safetensors")

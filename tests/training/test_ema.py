@@ -174,3 +174,23 @@ def test_bad_updates():
         ema.update(nn.Linear(2, 2), cur_t=1, delta_t=1)
     with pytest.raises(UserInputError):
         PowerFunctionEMA(model, (0.5,))
+
+
+def test_ema_follows_each_parameter_by_name():
+    """Parameters with distinct values and shapes: an EMA that mixed up names would fail here."""
+    net = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.Linear(3, 1))
+    ema = PowerFunctionEMA(net, (0.1,))
+    with torch.no_grad():
+        for i, p in enumerate(net.parameters()):
+            p.fill_(float(i + 1))
+    ema.update(net, cur_t=1, delta_t=1)  # the first update copies the parameters
+    for i, (name, _) in enumerate(net.named_parameters()):
+        assert torch.equal(ema.ema_tensors(0)[name], torch.full_like(ema.ema_tensors(0)[name], i + 1.0)), name
+    state = ema.state_dict()
+    state["ema0.0.bogus"] = state.pop("ema0.0.weight")
+    with pytest.raises(UserInputError, match="ema0.0.weight"):
+        PowerFunctionEMA(net, (0.1,)).load_state_dict(state)
+    renamed = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.Linear(3, 1))
+    renamed.add_module("extra", torch.nn.Linear(1, 1))
+    with pytest.raises(ValueError, match="names differ"):
+        ema.update(renamed, cur_t=2, delta_t=1)

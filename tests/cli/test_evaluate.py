@@ -81,6 +81,7 @@ def _model_args(env, seeds="0-11") -> list[str]:
 ALL = "fd_classifier,pr_classifier,classes,fid,pr_inception"
 
 
+@pytest.mark.slow
 def test_folder_equals_generating_on_the_fly(env, tmp_path):
     common = ["--ref", "digits:train", "--metrics", ALL, "--inception-weights", str(env["inception"])]
     main(["generate", "--device", "cpu", *_model_args(env), "--batch", "5", "--out", str(tmp_path / "pngs")])
@@ -103,6 +104,7 @@ def test_folder_equals_generating_on_the_fly(env, tmp_path):
     assert fly["references"]["inception"]["count"] == 1618 and fly["timings"]["evaluate_s"] > 0
 
 
+@pytest.mark.slow
 def test_reference_statistics_are_cached_and_fd_is_the_direct_computation(env, tmp_path):
     from autoguidance.data import load_builtin
     from autoguidance.metrics.image_sources import dataset_uint8
@@ -136,6 +138,7 @@ def test_reference_statistics_are_cached_and_fd_is_the_direct_computation(env, t
     assert mixed["references"]["classifier"]["dataset"] == "digits:train"
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_equal_one(env, tmp_path, torchrun):
     common = [
         "-m",

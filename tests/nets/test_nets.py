@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 
 import pytest
 import torch
@@ -267,5 +266,6 @@ def test_bigger_preset_costs_more():
         sizes.append((count_parameters(net), flops_per_evaluation(net)))
     params, flops = zip(*sizes, strict=True)
     assert list(params) == sorted(set(params)) and list(flops) == sorted(set(flops))
-    # Dominated by 3x3 convs: FLOPs per parameter is about 2 x pixels per level, far above 1.
-    assert all(f > p for p, f in sizes) and math.isfinite(flops[-1])
+    # Dominated by 3x3 convs: each weight is applied once per pixel of its level (2 FLOPs per
+    # multiply-add), so FLOPs per parameter lie between 2 x 4^2 (the 4x4 level) and 2 x 32^2 (full size).
+    assert all(2 * 4**2 < f / p < 2 * 32**2 for p, f in sizes)

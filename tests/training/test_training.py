@@ -192,6 +192,7 @@ train(TrainConfig(**{config}), sys.argv[1], progress=False, device="cpu", log_ev
 """
 
 
+@pytest.mark.slow
 def test_two_processes_match_one(tmp_path, torchrun):
     config = TrainConfig(**TINY, batch_size=8, duration=8 * 4, snapshot_every=8 * 2)
     script = tmp_path / "worker.py"

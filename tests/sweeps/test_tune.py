@@ -41,6 +41,7 @@ def test_rungs_double_up_to_the_full_count():
         rungs(10, 20)
 
 
+@pytest.mark.slow
 def test_tune_finds_the_optimum_of_a_synthetic_objective(tmp_path):
     seen = []
     result = run_tune(

@@ -36,9 +36,8 @@ from edm2_writer import (
     structure,
 )
 
-FIXTURES = Path(
-    os.environ.get("AUTOGUIDANCE_FIXTURES", Path(__file__).resolve().parents[2] / "shared" / "fixtures")
-)
+REPO = Path(__file__).resolve().parents[2]
+FIXTURES = Path(os.environ.get("AUTOGUIDANCE_FIXTURES", REPO.parent / "shared" / "fixtures"))
 PKL = FIXTURES / "edm2-reference-format-16px.pkl"
 NPZ = FIXTURES / "edm2-reference-format-16px-outputs.npz"
 

@@ -252,6 +252,7 @@ def test_cli_grid_layout(ckpts, tmp_path, net, weights, seeds, rows, cols):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["generate.json", "grid.png"]
 
 
+@pytest.mark.slow
 def test_torchrun_one_and_two_processes_give_identical_pngs(ckpts, tmp_path, torchrun):
     common = [
         "--net",

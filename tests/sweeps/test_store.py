@@ -60,6 +60,7 @@ def test_uninterrupted_sweep_holds_each_configuration_once(tmp_path):
     assert len(store.rows("s")) == 10
 
 
+@pytest.mark.slow
 def test_killed_sweep_resumes_to_the_rows_of_an_uninterrupted_one(tmp_path):
     reference = ResultStore(tmp_path / "ref.db")
     run_sweep(reference, "s", CONFIGS, objective, "fd")
@@ -84,6 +85,7 @@ def test_killed_sweep_resumes_to_the_rows_of_an_uninterrupted_one(tmp_path):
     assert table(path) == table(tmp_path / "ref.db")
 
 
+@pytest.mark.slow
 def test_two_workers_share_a_store_without_duplicates(tmp_path):
     path = tmp_path / "shared.db"
     ResultStore(path).study("s")  # create the schema once, before the two workers race for it
