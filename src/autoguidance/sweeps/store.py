@@ -2,8 +2,15 @@
 
 Why Optuna (and not a home-made table): its RDB storage keeps every trial durably in SQLite (a file, the
 default) or any SQL database that SQLAlchemy reaches (PostgreSQL, MySQL: many workers on many machines);
-its queue of enqueued trials hands each waiting trial to exactly one worker; heartbeats tell a killed
-worker's trial from a live one; and the same studies serve the adaptive samplers and pruners of `tune`.
+its queue of enqueued trials hands each waiting trial to exactly one worker; and the same studies serve
+the adaptive samplers and pruners of `tune` and open in `optuna-dashboard`.
+
+A killed worker leaves its trial RUNNING. A worker shows it is alive by refreshing the trial's "alive"
+user attribute (a time stamp) every heartbeat_s seconds (`keep_alive`); any worker takes a RUNNING trial
+for dead, marks it FAIL and so has it redone, when the trial shows no sign of life (its "alive" stamp, or
+its start if it never got one) for grace_s seconds, or at once when its worker ran on this host and that
+process is gone. A worker killed between any two statements, even before it could write anything into
+the trial, therefore holds up a sweep for at most grace_s seconds.
 
 A store row is one COMPLETE trial: its configuration (user attribute "config", with its canonical "key"),
 its value (the sweep's chosen metric) and every measured metric (user attribute "metrics"). Everything a
@@ -12,11 +19,14 @@ report or plot needs is read back from these rows alone.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
+import threading
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -83,11 +93,11 @@ RACES = ("already exists", "UNIQUE constraint failed: alembic_version")
 
 
 class ResultStore:
-    """Studies in one database. heartbeat_s / grace_s: a RUNNING trial whose worker has not reported for
-    grace_s seconds is taken as dead and its configuration redone (a worker on the same host whose
+    """Studies in one database. heartbeat_s / grace_s: a RUNNING trial that has shown no sign of life
+    for grace_s seconds is taken as dead and its configuration redone (a worker on the same host whose
     process is gone is known dead at once)."""
 
-    def __init__(self, store: str | os.PathLike, *, heartbeat_s: int = 20, grace_s: int = 90):
+    def __init__(self, store: str | os.PathLike, *, heartbeat_s: float = 20, grace_s: float = 90):
         optuna = _optuna()
         self.url = storage_url(store)
         engine_kwargs: dict[str, Any] = {}
@@ -99,8 +109,9 @@ class ResultStore:
                 self.storage = optuna.storages.RDBStorage(
                     self.url,
                     engine_kwargs=engine_kwargs,
-                    heartbeat_interval=int(heartbeat_s),
-                    grace_period=int(grace_s),
+                    # Optuna's own heartbeats for `tune`'s Study.optimize (sweeps use `keep_alive`).
+                    heartbeat_interval=max(1, int(heartbeat_s)),
+                    grace_period=max(2, int(grace_s)),
                 )
                 break
             except Exception as exc:  # SQLAlchemy's errors: a bad URL, an unreachable server, a corrupt file
@@ -113,7 +124,7 @@ class ResultStore:
                 raise UserInputError(
                     f"cannot open results store {store}: {str(exc).splitlines()[0]}"
                 ) from None
-        self.heartbeat_s = int(heartbeat_s)
+        self.heartbeat_s, self.grace_s = float(heartbeat_s), float(grace_s)
 
     def study(self, name: str, direction: str = "minimize", sampler=None, pruner=None):
         """Create or load the study `name` (its direction must not change between runs)."""
@@ -177,18 +188,52 @@ class ResultStore:
                     )
         return None
 
-    def fail_dead_trials(self, study) -> int:
-        """Mark RUNNING trials of dead workers FAIL: heartbeat older than the grace period, or a worker
-        process on this host that no longer exists. Returns how many were failed."""
-        optuna = _optuna()
-        before = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,)))
-        optuna.storages.fail_stale_trials(study)
-        here = socket.gethostname()
-        for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-            worker = t.user_attrs.get("worker") or {}
-            if worker.get("host") == here and worker.get("pid") and not _pid_alive(int(worker["pid"])):
+    @contextlib.contextmanager
+    def keep_alive(self, study, trial_id: int) -> Iterator[None]:
+        """Refresh the trial's "alive" stamp now and every heartbeat_s seconds while the block runs."""
+        stop = threading.Event()
+
+        def beat() -> None:
+            while not stop.wait(self.heartbeat_s):
                 try:
-                    self.storage.set_trial_state_values(t._trial_id, state=optuna.trial.TrialState.FAIL)
-                except optuna.exceptions.UpdateFinishedTrialError:
-                    pass  # another worker got there first
-        return len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,))) - before
+                    study._storage.set_trial_user_attr(trial_id, "alive", time.time())
+                except Exception:  # a momentarily locked database, or the trial failed meanwhile
+                    pass
+
+        study._storage.set_trial_user_attr(trial_id, "alive", time.time())
+        thread = threading.Thread(target=beat, daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
+
+    def is_dead(self, trial, now: float | None = None) -> bool:
+        """Whether a RUNNING trial's worker is gone: its process on this host no longer exists, or the trial
+        has shown no sign of life (its "alive" stamp, or its start) for more than grace_s seconds."""
+        now = time.time() if now is None else now
+        worker = trial.user_attrs.get("worker") or {}
+        if worker.get("host") == socket.gethostname() and worker.get("pid"):
+            if not _pid_alive(int(worker["pid"])):
+                return True
+        signs = [trial.user_attrs.get("alive")]
+        if trial.datetime_start is not None:
+            signs.append(trial.datetime_start.timestamp())
+        last = max((float(t) for t in signs if t is not None), default=None)
+        return last is not None and now - last > self.grace_s
+
+    def fail_dead_trials(self, study) -> int:
+        """Mark the RUNNING trials of dead workers (`is_dead`) FAIL, so that their configurations are
+        enqueued and measured again. Returns how many were failed."""
+        optuna = _optuna()
+        failed = 0
+        for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+            if not self.is_dead(t):
+                continue
+            try:
+                self.storage.set_trial_state_values(t._trial_id, state=optuna.trial.TrialState.FAIL)
+                failed += 1
+            except optuna.exceptions.UpdateFinishedTrialError:
+                pass  # another worker got there first
+        return failed

@@ -99,7 +99,7 @@ def run_tune(
     S = optuna.trial.TrialState
     store.fail_dead_trials(study)
 
-    objective = _objective(base, space, steps, evaluate_at, metric, on_trial)
+    objective = _objective(store, base, space, steps, evaluate_at, metric, on_trial)
     finished = (S.COMPLETE, S.PRUNED)
     done = len(study.get_trials(deepcopy=False, states=finished))
     if done < trials:
@@ -112,7 +112,7 @@ def run_tune(
     return _best(study, name, steps, samples)
 
 
-def _objective(base, space, steps, evaluate_at, metric, on_trial) -> Callable:
+def _objective(store, base, space, steps, evaluate_at, metric, on_trial) -> Callable:
     """The trial function: sample a configuration, measure it rung by rung (the first n seeds, each rung
     extending the previous one), and let the pruner stop it between rungs."""
     optuna = _optuna()
@@ -125,7 +125,8 @@ def _objective(base, space, steps, evaluate_at, metric, on_trial) -> Callable:
         trial.set_user_attr("worker", worker_identity())
         value = math.nan
         for rung, n in enumerate(steps):
-            result = evaluate_at(config, n)
+            with store.keep_alive(trial.study, trial._trial_id):  # other workers see it is not dead
+                result = evaluate_at(config, n)
             metrics = result.get("metrics", {})
             if metric not in metrics:
                 raise UserInputError(f"metric {metric!r} was not measured; measured: {sorted(metrics)}")

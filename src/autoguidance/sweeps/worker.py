@@ -13,13 +13,15 @@ started earlier drops its copy (marked FAIL with the reason "duplicate") instead
 
 from __future__ import annotations
 
-import threading
+import json
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from ..errors import UserInputError
+from .configs import KINDS
 from .store import ResultStore, _optuna, canonical_key, worker_identity
 
 Evaluate = Callable[[dict[str, Any]], dict[str, Any]]
@@ -34,29 +36,22 @@ class SweepResult:
     copied: int = 0  # results copied from another study of the store (same configuration)
 
 
-class _Heartbeat:
-    """Record the trial's heartbeat every few seconds while it is being evaluated."""
+def failpoint(name: str) -> None:
+    """Fault injection for the tests of this module: the process dies on the spot (as under SIGKILL: no
+    clean-up, no exception) when $AUTOGUIDANCE_FAILPOINT is NAME:N and this is the N-th time this
+    process passes point NAME. Costs one dictionary lookup otherwise."""
+    wanted = os.environ.get("AUTOGUIDANCE_FAILPOINT")
+    if not wanted:
+        return
+    target, _, count = wanted.partition(":")
+    if target == name:
+        _PASSED[name] = _PASSED.get(name, 0) + 1
+        if _PASSED[name] == int(count or 1):
+            os._exit(86)
 
-    def __init__(self, store: ResultStore, trial_id: int):
-        self.store, self.trial_id = store, trial_id
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
 
-    def _run(self) -> None:
-        while not self.stop.wait(self.store.heartbeat_s):
-            try:
-                self.store.storage.record_heartbeat(self.trial_id)
-            except Exception:  # a momentarily locked database: the next beat will do
-                pass
-
-    def __enter__(self):
-        self.store.storage.record_heartbeat(self.trial_id)
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop.set()
-        self.thread.join()
+_PASSED: dict[str, int] = {}
+FAILPOINTS = ("enqueued", "asked", "claimed", "alive", "evaluated", "recorded", "told")
 
 
 def _states():
@@ -71,20 +66,54 @@ def _by_key(study) -> dict[str, list]:
     return out
 
 
+def varying_fields(configs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The fields whose values differ between `configs`, as Optuna distributions (numbers: their range;
+    `kind`: the configuration kinds), so that each trial carries them as parameters and Optuna's own tools
+    (optuna-dashboard: metric against w, parallel coordinates, importance) can plot a sweep."""
+    optuna = _optuna()
+    out: dict[str, Any] = {}
+    names = sorted({k for c in configs for k in c})
+    for name in names:
+        values = [c.get(name) for c in configs]
+        numbers = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        if len({json.dumps(v, sort_keys=True) for v in values}) < 2:
+            continue  # the same in every configuration: not a parameter of this sweep
+        if name == "kind":
+            out[name] = optuna.distributions.CategoricalDistribution(KINDS)
+        elif len(numbers) == len(values):
+            out[name] = optuna.distributions.FloatDistribution(float(min(numbers)), float(max(numbers)))
+    return out
+
+
 def enqueue_missing(store: ResultStore, study, configs: Sequence[dict[str, Any]]) -> int:
     """Enqueue each configuration that is neither finished, waiting nor running (after failing the
-    trials of dead workers). Returns how many were enqueued."""
+    trials of dead workers), with its varying fields as the trial's parameters. Returns how many were
+    enqueued."""
     S = _states()
     store.fail_dead_trials(study)
     present = _by_key(study)
+    params = varying_fields(configs)
     n = 0
     for config in configs:
         key = canonical_key(config)
         live = [t for t in present.get(key, []) if t.state in (S.COMPLETE, S.WAITING, S.RUNNING)]
         if not live:
-            study.enqueue_trial({}, user_attrs={"key": key, "config": config})
+            fixed = {k: config[k] for k in params if k in config}
+            study.enqueue_trial(fixed, user_attrs={"key": key, "config": config, "params": sorted(fixed)})
+            failpoint("enqueued")
             n += 1
     return n
+
+
+def _record_params(trial, params: dict[str, Any]) -> None:
+    """Set the trial's parameters to its configuration's values (enqueued as fixed parameters)."""
+    categorical = _optuna().distributions.CategoricalDistribution
+    for name in trial.user_attrs.get("params", []):
+        dist = params.get(name)
+        if isinstance(dist, categorical):
+            trial.suggest_categorical(name, dist.choices)
+        elif dist is not None:
+            trial.suggest_float(name, dist.low, dist.high)
 
 
 def _is_duplicate(study, trial) -> bool:
@@ -102,7 +131,7 @@ def _is_duplicate(study, trial) -> bool:
     return False
 
 
-def _claim(store: ResultStore, study, trial, metric: str, reuse: bool):
+def _claim(store: ResultStore, study, trial, metric: str, reuse: bool, params: dict[str, Any]):
     """Take a popped trial: None when it is not ours to measure (a fresh trial because the queue ran
     empty, or a duplicate), (config, metrics) when copied from another study, else its config."""
     S = _states()
@@ -110,6 +139,8 @@ def _claim(store: ResultStore, study, trial, metric: str, reuse: bool):
         study.tell(trial, state=S.FAIL)
         return None
     study._storage.set_trial_user_attr(trial._trial_id, "worker", worker_identity())
+    failpoint("claimed")
+    _record_params(trial, params)
     if _is_duplicate(study, trial):
         study._storage.set_trial_user_attr(trial._trial_id, "dropped", "duplicate")
         study.tell(trial, state=S.FAIL)
@@ -147,63 +178,83 @@ def run_sweep(
     """
     if not configs:
         raise UserInputError(f"sweep {name!r} has no configurations (an empty grid?)")
-    S = _states()
     study = store.study(name, direction)
     keys = {canonical_key(c) for c in configs}
-    done_before = sum(
-        1 for k, ts in _by_key(study).items() if k in keys and any(t.state == S.COMPLETE for t in ts)
-    )
-    evaluated = copied = 0
+    params = varying_fields(configs)
+    done_before = sum(1 for k, ts in _by_key(study).items() if k in keys and _complete(ts))
+    result = SweepResult(evaluated=0, skipped=done_before, total=len(keys))
     enqueue_missing(store, study, configs)
-    while True:
-        waiting = [
-            t
-            for t in study.get_trials(deepcopy=False, states=(S.WAITING,))
-            if t.user_attrs.get("key") in keys
-        ]
-        if not waiting:
-            enqueue_missing(store, study, configs)  # configurations of workers that died meanwhile
-            by_key = _by_key(study)
-            states = [{t.state for t in by_key.get(k, [])} for k in keys]
-            if all(S.COMPLETE in s for s in states):
-                break
-            if not any(S.WAITING in s for s in states):
-                if not wait:
-                    break
-                time.sleep(poll_s)  # others are still running the rest
-                continue
+    while _work_left(store, study, configs, keys, wait, poll_s):
         trial = study.ask()
+        failpoint("asked")
         try:
-            config = _claim(store, study, trial, metric, reuse)
+            config = _claim(store, study, trial, metric, reuse, params)
         except _optuna().exceptions.UpdateFinishedTrialError:
-            continue  # failed meanwhile by another worker that took it for stale: it is enqueued again
+            continue  # failed meanwhile by another worker that took it for dead: it is enqueued again
         if config is None:
             continue
         if isinstance(config, tuple):  # copied from another study of the store
-            copied += 1
+            result.copied += 1
             if on_result is not None:
                 on_result(*config)
             continue
-        try:
-            with _Heartbeat(store, trial._trial_id):
-                t0 = time.perf_counter()
-                result = evaluate(config)
-                seconds = time.perf_counter() - t0
-        except BaseException:
-            study.tell(trial, state=S.FAIL)  # a restart redoes it at once
-            raise
-        metrics = result.get("metrics", {})
-        if metric not in metrics:
-            study.tell(trial, state=S.FAIL)
-            raise UserInputError(f"metric {metric!r} was not measured; measured: {sorted(metrics)}")
-        info = {**result.get("info", {}), "seconds": seconds, "worker": worker_identity()}
-        try:
-            study._storage.set_trial_user_attr(trial._trial_id, "metrics", metrics)
-            study._storage.set_trial_user_attr(trial._trial_id, "info", info)
-            study.tell(trial, float(metrics[metric]))
-        except _optuna().exceptions.UpdateFinishedTrialError:
-            continue  # another worker took us for dead (no heartbeat within the grace period) and redoes it
-        evaluated += 1
-        if on_result is not None:
-            on_result(config, metrics)
-    return SweepResult(evaluated=evaluated, skipped=done_before, total=len(keys), copied=copied)
+        metrics = _measure(store, study, trial, config, evaluate, metric)
+        if metrics is not None:
+            result.evaluated += 1
+            if on_result is not None:
+                on_result(config, metrics)
+    return result
+
+
+def _complete(trials) -> bool:
+    return any(t.state == _states().COMPLETE for t in trials)
+
+
+def _work_left(store: ResultStore, study, configs, keys: set[str], wait: bool, poll_s: float) -> bool:
+    """Whether a configuration of this sweep waits in the queue; when none does, enqueue again those of
+    workers that died meanwhile, and wait (if asked) while other workers still run the rest."""
+    S = _states()
+    while True:
+        waiting = study.get_trials(deepcopy=False, states=(S.WAITING,))
+        if any(t.user_attrs.get("key") in keys for t in waiting):
+            return True
+        enqueue_missing(store, study, configs)  # configurations of workers that died meanwhile
+        by_key = _by_key(study)
+        states = [{t.state for t in by_key.get(k, [])} for k in keys]
+        if all(S.COMPLETE in s for s in states):
+            return False
+        if any(S.WAITING in s for s in states):
+            return True
+        if not wait:
+            return False
+        time.sleep(poll_s)  # others are still running the rest
+
+
+def _measure(store: ResultStore, study, trial, config, evaluate: Evaluate, metric: str):
+    """Evaluate a claimed configuration while keeping its trial alive, and record it; its metrics, or
+    None when another worker took this one for dead meanwhile (and redoes it)."""
+    S = _states()
+    try:
+        with store.keep_alive(study, trial._trial_id):
+            failpoint("alive")
+            t0 = time.perf_counter()
+            result = evaluate(config)
+            seconds = time.perf_counter() - t0
+            failpoint("evaluated")
+    except BaseException:
+        study.tell(trial, state=S.FAIL)  # a restart redoes it at once
+        raise
+    metrics = result.get("metrics", {})
+    if metric not in metrics:
+        study.tell(trial, state=S.FAIL)
+        raise UserInputError(f"metric {metric!r} was not measured; measured: {sorted(metrics)}")
+    info = {**result.get("info", {}), "seconds": seconds, "worker": worker_identity()}
+    try:
+        study._storage.set_trial_user_attr(trial._trial_id, "metrics", metrics)
+        study._storage.set_trial_user_attr(trial._trial_id, "info", info)
+        failpoint("recorded")
+        study.tell(trial, float(metrics[metric]))
+        failpoint("told")
+    except _optuna().exceptions.UpdateFinishedTrialError:
+        return None  # another worker took us for dead (no sign of life within the grace period)
+    return metrics
