@@ -30,3 +30,26 @@ def torchrun():
         assert done.returncode == 0, done.stderr[-3000:]
 
     return launch
+
+
+@pytest.fixture(scope="session")
+def postgres_server_url():
+    """One throwaway PostgreSQL server for the whole session (see postgres_server.py); skipped where
+    PostgreSQL's server programs or the psycopg driver are missing."""
+    pytest.importorskip("psycopg")
+    from postgres_server import postgres_server, server_programs
+
+    if server_programs() is None:
+        pytest.skip("PostgreSQL's server programs (initdb, pg_ctl) are not installed")
+    with postgres_server() as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request, tmp_path):
+    """A fresh results store: a SQLite file, or a new database on the session's PostgreSQL server."""
+    if request.param == "sqlite":
+        return str(tmp_path / "store.db")
+    from postgres_server import new_database
+
+    return new_database(request.getfixturevalue("postgres_server_url"))

@@ -2,6 +2,7 @@
 work without duplicates, empty grids are refused."""
 
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -28,7 +29,7 @@ WORKER = textwrap.dedent(
     def evaluate(c):
         time.sleep(delay)
         return {"metrics": {"fd": (c["w"] - 2.0) ** 2 + 10 * c["ema"], "n": 7}}
-    store = ResultStore(sys.argv[1], heartbeat_s=1, grace_s=60)
+    store = ResultStore(sys.argv[1], heartbeat_s=1, grace_s=5)
     run_sweep(store, "s", configs, evaluate, "fd")
     """
 )
@@ -43,6 +44,14 @@ def table(store_path):
     return sorted((r.key, r.value, r.metrics["n"]) for r in rows)
 
 
+def finished(store_path) -> int:
+    """Rows of sweep "s" in the store, 0 while it does not exist yet."""
+    try:
+        return len(ResultStore(store_path).rows("s"))
+    except UserInputError:
+        return 0  # no file, or the study is not created yet
+
+
 def start_worker(tmp_path, store_path, delay):
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
@@ -50,31 +59,27 @@ def start_worker(tmp_path, store_path, delay):
     return subprocess.Popen([sys.executable, str(script), str(store_path), str(delay)], env=env)
 
 
-def test_uninterrupted_sweep_holds_each_configuration_once(tmp_path):
-    store = ResultStore(tmp_path / "a.db")
+def test_uninterrupted_sweep_holds_each_configuration_once(store_url):
+    store = ResultStore(store_url)
     done = run_sweep(store, "s", CONFIGS, objective, "fd")
     assert (done.evaluated, done.skipped, done.total) == (10, 0, 10)
-    assert len(table(tmp_path / "a.db")) == 10
+    assert len(table(store_url)) == 10
     again = run_sweep(store, "s", CONFIGS, objective, "fd")  # nothing left: nothing redone
     assert (again.evaluated, again.skipped) == (0, 10)
     assert len(store.rows("s")) == 10
 
 
 @pytest.mark.slow
-def test_killed_sweep_resumes_to_the_rows_of_an_uninterrupted_one(tmp_path):
+def test_killed_sweep_resumes_to_the_rows_of_an_uninterrupted_one(tmp_path, store_url):
     reference = ResultStore(tmp_path / "ref.db")
     run_sweep(reference, "s", CONFIGS, objective, "fd")
-    path = tmp_path / "killed.db"
+    path = store_url
     proc = start_worker(tmp_path, path, delay=0.5)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         time.sleep(0.2)
-        if path.exists():
-            try:
-                if len(ResultStore(path).rows("s")) >= 3:
-                    break
-            except UserInputError:
-                pass  # the study is not created yet
+        if finished(path) >= 3:
+            break
     proc.send_signal(signal.SIGKILL)  # midway, most likely inside an evaluation
     proc.wait()
     partial = table(path)
@@ -86,8 +91,8 @@ def test_killed_sweep_resumes_to_the_rows_of_an_uninterrupted_one(tmp_path):
 
 
 @pytest.mark.slow
-def test_two_workers_share_a_store_without_duplicates(tmp_path):
-    path = tmp_path / "shared.db"
+def test_two_workers_share_a_store_without_duplicates(tmp_path, store_url):
+    path = store_url
     ResultStore(path).study("s")  # create the schema once, before the two workers race for it
     workers = [start_worker(tmp_path, path, delay=0.3) for _ in range(2)]
     for w in workers:
@@ -159,3 +164,26 @@ def test_configuration_measured_by_another_study_is_copied_not_redone(tmp_path):
     assert sorted(r.value for r in rows.values()) == sorted(
         objective(c)["metrics"]["fd"] for c in CONFIGS[:5]
     )
+
+
+@pytest.mark.slow
+def test_three_workers_one_killed_again_and_again_end_with_the_rows_of_one(tmp_path, store_url):
+    # Three workers share one store; one of them is killed at random moments and restarted, five times
+    # over. The sweep ends with every configuration once and the values of one uninterrupted worker.
+    reference = ResultStore(tmp_path / "ref.db")
+    run_sweep(reference, "s", CONFIGS, objective, "fd")
+    ResultStore(store_url).study("s")  # the schema once, before the workers race for it
+    steady = [start_worker(tmp_path, store_url, delay=0.4) for _ in range(2)]
+    rng = random.Random(0)
+    kills = 0
+    while kills < 5 and finished(store_url) < len(CONFIGS) - 2:
+        victim = start_worker(tmp_path, store_url, delay=0.4)
+        time.sleep(rng.uniform(0.3, 2.0))
+        victim.send_signal(signal.SIGKILL)
+        victim.wait()
+        kills += 1
+    for w in steady:
+        assert w.wait(timeout=300) == 0
+    rows = ResultStore(store_url).rows("s")
+    assert kills >= 3 and len(rows) == len(CONFIGS) and len({r.key for r in rows}) == len(CONFIGS)
+    assert table(store_url) == table(tmp_path / "ref.db")
