@@ -47,6 +47,14 @@ class Distributed:
         tdist.all_reduce(t, op=tdist.ReduceOp.MAX)
         return float(t)
 
+    def sum(self, value: float) -> float:
+        """The sum of a number over all ranks (a collective)."""
+        if self.world_size == 1:
+            return value
+        t = torch.tensor([value], dtype=torch.float64)
+        tdist.all_reduce(t, op=tdist.ReduceOp.SUM)
+        return float(t)
+
     def barrier(self) -> None:
         if self.world_size > 1:
             tdist.barrier()

@@ -33,11 +33,12 @@ Decode = Callable[[torch.Tensor], torch.Tensor]
 
 @dataclass(frozen=True)
 class Batch:
-    """One batch of the loop: its seeds, images (n, H, W, C) uint8 on the CPU (or what `decode` returns),
-    and the class labels used (n,) int64 on the CPU, or None for an unconditional denoiser."""
+    """One batch of the loop: its seeds, images (n, H, W, C) uint8 on the CPU (or what `decode` returns;
+    None for a batch that `skip` left out), and the class labels used (n,) int64 on the CPU, or None for an
+    unconditional denoiser."""
 
     seeds: list[int]
-    images: torch.Tensor
+    images: torch.Tensor | None
     labels: torch.Tensor | None
 
 
@@ -82,6 +83,7 @@ def generate_batches(
     device: str | torch.device | None = None,
     decode: Decode | None = None,
     progress: bool = False,
+    skip: Callable[[list[int]], bool] | None = None,
 ) -> Iterator[Batch]:
     """Sample one image per seed, `batch_size` seeds at a time, in the order of `seeds`.
 
@@ -92,6 +94,8 @@ def generate_batches(
         tensors have one row per seed, or are shared), sliced per batch. sampler: the EDM sampler's
         settings (Heun, 32 steps by default); `sigmas` overrides its schedule (a wrapped model's own).
     decode: samples -> images (a VAE decoder); default `images.to_uint8` of [-1, 1] pixels.
+    skip(seeds) -> True leaves a batch's images unmade (a resumed run that has them): the batches stay
+    those of an uninterrupted run, and the skipped batch's labels are still drawn and yielded.
     """
     seeds = check_seeds(seeds)
     shape = _sample_shape(denoiser, shape)
@@ -112,6 +116,11 @@ def generate_batches(
                 labels = streams.randint(classes)  # draw 2: the class, always drawn
                 if class_label is not None:
                     labels = torch.full_like(labels, class_label)
+            cpu_labels = None if labels is None else labels.cpu()
+            if skip is not None and skip(mine):
+                bar.update(len(mine))
+                yield Batch(mine, None, cpu_labels)
+                continue
             c = labels if cond is None else select_rows(cond, slice(start, start + len(mine)), len(seeds))
             x = sample(
                 denoiser, latents, sigmas, c, solver=sampler.solver, churn=sampler.churn_settings(),
@@ -119,7 +128,7 @@ def generate_batches(
             )  # fmt: skip
             images = decode(x) if decode is not None else to_uint8(x)
             bar.update(len(mine))
-            yield Batch(mine, images.cpu(), None if labels is None else labels.cpu())
+            yield Batch(mine, images.cpu(), cpu_labels)
     bar.close()
 
 

@@ -1,14 +1,19 @@
 """`autoguidance generate`: images from a trained network, optionally guided, as PNGs or a grid.
 
 A thin shell over `generate.generate_batches` (the one generation loop) and `guidance.guided` (the one
-builder). Every PNG is written as soon as its batch is made. Under torchrun each process generates its
-share of the seeds (`distributed.shard_seeds`, whole batches) and writes its own PNGs; for --grid the
-images are gathered as tensors and rank 0 writes the grid. All input is validated before anything is
-loaded or written.
+builder). Every PNG is written as soon as its batch is made, so memory does not grow with the number of
+seeds, and a rerun of the same command into the same folder makes only the batches whose PNGs are not all
+there (the batches of an uninterrupted run, so the files come out byte-identical): a killed run loses at
+most one batch. The folder's configuration (generate-config.json: models by SHA-256, weights, sampler,
+batch, device type) must match for that; another configuration is refused rather than mixed in. Under
+torchrun each process generates its share of the seeds (`distributed.shard_seeds`, whole batches) and
+writes its own PNGs; for --grid the images are gathered as tensors and rank 0 writes the grid. All input is
+validated before anything is loaded or written.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from pathlib import Path
@@ -29,6 +34,7 @@ from .models import ModelOptions, Models, load_models
 from .options import device_option, model_options, progress_option, sampler_options, versions
 
 METADATA_NAME = "generate.json"
+CONFIG_NAME = "generate-config.json"
 GRID_NAME = "grid.png"
 
 
@@ -99,16 +105,44 @@ def generate(
         loaded = load_models(models, d.device)
         check_class_label(loaded.config.label_dim, class_label)
         run = _Run(loaded, seeds, class_label, sampler, batch // d.world_size, d, progress and d.is_main)
+        claim_folder(out, run.configuration(grid), d)
         t_loaded = time.perf_counter()
         outputs = run.grid(out) if grid else run.pngs(out)
         gen_s = d.max(time.perf_counter() - t_loaded)  # the slowest process sets the wall time
+        written = int(d.sum(run.written))  # (collectives: every rank takes part)
         d.barrier()  # every rank's PNGs are on disk before rank 0 describes them
         if d.is_main:
             timings = {"load_s": t_loaded - t_start, "generate_s": gen_s}
             atomic.write_json(out / METADATA_NAME, run.record(seeds_text, grid, outputs, timings))
-            click.echo(f"wrote {run.count} images to {out}" + (f" ({GRID_NAME})" if grid else ""))
+            if grid:
+                click.echo(f"wrote {run.count} images to {out} ({GRID_NAME})")
+            else:
+                already = f" ({run.count - written} were there already)" if written < run.count else ""
+                click.echo(f"wrote {written} images to {out}{already}")
     finally:
         d.close()
+
+
+def claim_folder(out: Path, configuration: dict[str, Any], d) -> None:
+    """Record the run's configuration in the output folder, or check it against the one recorded there:
+    a folder holds the images of one configuration only."""
+    path = out / CONFIG_NAME
+    if path.exists():
+        try:
+            recorded = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            raise UserInputError(f"--out {out}: {CONFIG_NAME} is unreadable; choose another folder") from None
+        differ = sorted(k for k in {*recorded, *configuration} if recorded.get(k) != configuration.get(k))
+        if differ:
+            raise UserInputError(
+                f"--out {out} holds the images of another configuration ({', '.join(differ)} differ): "
+                "choose another folder"
+            )
+    elif out.is_dir() and any(out.rglob("seed*.png")):
+        raise UserInputError(f"--out {out} holds images of an unknown configuration: choose another folder")
+    d.barrier()  # every rank has read the folder before rank 0 writes into it
+    if d.is_main:
+        atomic.write_json(path, configuration)
 
 
 class _Run:
@@ -122,10 +156,28 @@ class _Run:
         self.size = models.image_size()
         self.labels: dict[str, int] = {}
         self.layout: dict | None = None
-        self.count = 0
+        self.count = self.written = 0  # images in all; PNGs this process wrote (a rerun skips the rest)
 
-    def batches(self, w: float, row_class: int | None):
-        """This process's batches at weight w, cropped to the training images' size."""
+    def configuration(self, grid: bool) -> dict[str, Any]:
+        """Everything that decides the images' pixels, for `claim_folder` (not the seeds: more seeds may
+        join a folder; not the number of processes: batches are dealt out whole)."""
+        o, p = self.models.options, self.models.provenance()
+        models = {k: p[k]["sha256"] if p[k] else None for k in ("net", "guide", "uncond")}
+        return {
+            "models": {**models, "weak_guide": p["weak_guide"], "dtype": o.dtype, "vae": o.vae},
+            "guidance": self.weights,
+            "interval": o.interval,
+            "uncond_guidance": o.uncond_guidance,
+            "class": self.class_label,
+            "sampler": self.sampler.to_dict(),
+            "batch": self.share * self.d.world_size,
+            "device": self.d.device.type,
+            "grid": grid,
+        }
+
+    def batches(self, w: float, row_class: int | None, skip=None):
+        """This process's batches at weight w, cropped to the training images' size (images None for the
+        batches `skip` leaves out)."""
         for b in generate_batches(
             self.models.denoiser(w),
             self.mine,
@@ -135,8 +187,9 @@ class _Run:
             device=self.d.device,
             decode=self.models.decode,
             progress=self.progress,
+            skip=skip,
         ):
-            yield b.seeds, crop(b.images, self.size), b.labels
+            yield b.seeds, None if b.images is None else crop(b.images, self.size), b.labels
 
     def pngs(self, out: Path) -> list[str]:
         """One PNG per seed (in a folder per weight when there are several), each written as soon as
@@ -144,9 +197,15 @@ class _Run:
         outputs: list[str] = []
         for w in self.weights:
             sub = out / weight_dir(w) if len(self.weights) > 1 else out
-            for seeds, images, labels in self.batches(w, self.class_label):
-                for seed, image in zip(seeds, images, strict=True):
-                    save_png(sub / seed_file(seed), image)
+
+            def written(seeds: list[int], sub: Path = sub) -> bool:  # atomic writes: a file is whole
+                return all((sub / seed_file(s)).exists() for s in seeds)
+
+            for seeds, images, labels in self.batches(w, self.class_label, skip=written):
+                for i, seed in enumerate(seeds if images is not None else []):
+                    if not (sub / seed_file(seed)).exists():  # files of an earlier run stay untouched
+                        save_png(sub / seed_file(seed), images[i])
+                        self.written += 1
                 if labels is not None:  # the same for every w: drawn per seed
                     self.labels.update({str(s): int(k) for s, k in zip(seeds, labels, strict=True)})
             outputs += [str((sub / seed_file(s)).relative_to(out)) for s in self.seeds]
