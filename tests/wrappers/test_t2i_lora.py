@@ -10,6 +10,7 @@ pytest.importorskip("peft")
 import tiny_pipelines as tiny  # noqa: E402
 
 from autoguidance.errors import UserInputError  # noqa: E402
+from autoguidance.guides import weak_guide  # noqa: E402
 from autoguidance.wrappers.lora import Adapters, load_lora, lora_views, parameter_bytes  # noqa: E402
 from autoguidance.wrappers.text_generate import TextModels, TextSettings, generate_text  # noqa: E402
 from autoguidance.wrappers.text_pipelines import load_text_pipeline  # noqa: E402
@@ -105,6 +106,20 @@ def test_a_lora_guide_adds_no_copy_of_the_base_weights(saved):
         p.untyped_storage().data_ptr() for n, p in setup.guide.named_parameters() if "lora_" not in n
     }
     assert guide_ptrs == base_ptrs  # the guide's base weights are the main model's storage
+
+
+def test_a_weak_guide_made_before_the_lora_degrades_it_too(saved):
+    # Hooks are attached per evaluation, at the query projections the network has then (a LoRA replaces
+    # them by its own layers): a guide made before the LoRA is loaded equals one made after.
+    fam, root = saved
+    tp = load_text_pipeline(root / "pipe")
+    early = weak_guide(tp.denoiser, "attention:0.3", root=tp.network)
+    setup = lora_views(tp, str(root / "a"), 1.0)
+    late = weak_guide(setup.main, "attention:0.3", root=tp.network)
+    x, s, cond = _inputs(tp)
+    with torch.no_grad():
+        degraded, main = late(x, s, cond), setup.main(x, s, cond)
+        assert torch.equal(early(x, s, cond), degraded) and (degraded - main).abs().max() > 1e-5
 
 
 def test_loras_that_do_not_fit_are_refused(saved, tmp_path):

@@ -140,20 +140,7 @@ def encode_prompt(
         pos, neg = pipe.encode_prompt(prompt, device, 1, True, negative_prompt)
         return {"encoder_hidden_states": pos}, {"encoder_hidden_states": neg}
     if family == "sdxl":
-        if height is None or width is None:
-            raise UserInputError("SDXL's conditioning needs the image height and width")
-        pos, neg, pooled, neg_pooled = pipe.encode_prompt(
-            prompt,
-            device=device,
-            num_images_per_prompt=1,
-            do_classifier_free_guidance=True,
-            negative_prompt=negative_prompt,
-        )
-        ids = sdxl_time_ids(height, width).to(pos.device)
-        return (
-            {"encoder_hidden_states": pos, "added_cond_kwargs": {"text_embeds": pooled, "time_ids": ids}},
-            {"encoder_hidden_states": neg, "added_cond_kwargs": {"text_embeds": neg_pooled, "time_ids": ids}},
-        )
+        return _encode_sdxl(pipe, prompt, negative_prompt, height, width, device)
     pos, neg, pooled, neg_pooled = pipe.encode_prompt(
         prompt,
         None,
@@ -167,6 +154,26 @@ def encode_prompt(
     return (
         {"encoder_hidden_states": pos, "pooled_projections": pooled},
         {"encoder_hidden_states": neg, "pooled_projections": neg_pooled},
+    )
+
+
+def _encode_sdxl(
+    pipe: Any, prompt: str, negative_prompt: str | None, height, width, device
+) -> tuple[dict, dict]:
+    """SDXL: both CLIPs' hidden states, the pooled embedding and the time ids as added conditions."""
+    if height is None or width is None:
+        raise UserInputError("SDXL's conditioning needs the image height and width")
+    pos, neg, pooled, neg_pooled = pipe.encode_prompt(
+        prompt,
+        device=device,
+        num_images_per_prompt=1,
+        do_classifier_free_guidance=True,
+        negative_prompt=negative_prompt,
+    )
+    ids = sdxl_time_ids(height, width).to(pos.device)
+    return (
+        {"encoder_hidden_states": pos, "added_cond_kwargs": {"text_embeds": pooled, "time_ids": ids}},
+        {"encoder_hidden_states": neg, "added_cond_kwargs": {"text_embeds": neg_pooled, "time_ids": ids}},
     )
 
 
