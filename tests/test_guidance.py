@@ -192,3 +192,27 @@ def test_guidance_builders_refuse_mismatched_networks():
     with pytest.raises(UserInputError, match="unconditional model works on"):
         classifier_free(main8, build(preset_config("xxs", 16, 1, 0)), 2.0)
     autoguidance(main8, lambda x, s, c=None: x, 2.0)  # undeclared denoisers are not checked
+
+
+def test_conditioning_other_than_classes_allows_cfg_and_must_match():
+    # A text model declares classes=0 and conditioning "text": it may be its own CFG term (cond=None is
+    # its negative prompt), and a guide must take the same kind of conditioning.
+    from autoguidance import Signature, guided
+
+    class Declared(Counting):
+        def __init__(self, signature, scale):
+            super().__init__(scale)
+            self.signature = signature
+
+    text = Declared(Signature((2,), 0, "text"), 1.0)
+    guide = Declared(Signature((2,), 0, "text"), 0.5)
+    x, sigma = batch(2)
+    out = guided(text, guide, 2.0, uncond=text, w_uncond=3.0)(x, sigma, "prompt")
+    d1, dg = text(x, sigma, "prompt"), guide(x, sigma, "prompt")
+    torch.testing.assert_close(out, d1 + (d1 - dg) + 2 * (d1 - text(x, sigma, None)))
+    assert [c for _, _, c in guide.calls] == ["prompt", "prompt"]  # the guide gets the prompt
+    plain = Declared(Signature((2,), 0), 1.0)
+    with pytest.raises(UserInputError, match="needs a conditional main model"):
+        guided(plain, uncond=plain, w_uncond=2.0)
+    with pytest.raises(UserInputError, match="takes image conditioning, the main model text"):
+        guided(text, Declared(Signature((2,), 0, "image"), 0.5), 2.0)

@@ -5,7 +5,7 @@ The public API, in the order data flows through it:
 - denoisers: `Denoiser` (D(x, sigma, cond) -> x0_hat), `load_network` (our checkpoints or EDM2's pickles),
   wrappers for other people's models (`PredictionDenoiser` with `DiscreteVP`, `LinearVP`, `CosineVP`,
   `RectifiedFlow`; `from_pipeline` for diffusers; `LowPrecision`), training-free guides (`weak_guide`,
-  `DropoutGuide`, `InputNoiseGuide`, `SkipBlocksGuide`, `QuantizedGuide`);
+  `DropoutGuide`, `InputNoiseGuide`, `SkipBlocksGuide`, `QuantizedGuide`, `AttentionTemperatureGuide`);
 - guidance: `guided` (the one builder: autoguidance, CFG, both, interval), `GuidedDenoiser`, `GuideTerm`,
   `autoguidance`, `classifier_free`, `interpolated`, `truncation`;
 - sampling: `sample`, `edm_sigmas`, `SamplerSettings`, `Churn`, `SeedStreams`;
@@ -24,7 +24,14 @@ from .guidance import (
     interpolated,
     truncation,
 )
-from .guides import DropoutGuide, InputNoiseGuide, QuantizedGuide, SkipBlocksGuide, weak_guide
+from .guides import (
+    AttentionTemperatureGuide,
+    DropoutGuide,
+    InputNoiseGuide,
+    QuantizedGuide,
+    SkipBlocksGuide,
+    weak_guide,
+)
 from .io.networks import load_network, save_network
 from .sampling import Churn, SamplerSettings, Trajectory, edm_sigmas, sample
 from .seeds import SeedStreams, parse_seeds
@@ -35,6 +42,7 @@ from .wrappers.precision import LowPrecision
 __version__ = "0.1.0"
 
 __all__ = [
+    "AttentionTemperatureGuide",
     "Churn",
     "CosineVP",
     "Denoiser",

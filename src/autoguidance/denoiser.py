@@ -35,10 +35,13 @@ class Denoiser(Protocol):
 @dataclass(frozen=True)
 class Signature:
     """What a denoiser works on: `shape` (C, H, W) of one sample, `classes` the number of class labels it
-    takes (0: unconditional). None where it does not say (a plain function, the toy's models)."""
+    takes (0: none). None where it does not say (a plain function, the toy's models). `conditioning`
+    names a condition other than class labels that it takes as `cond` (e.g. "text": a prompt's
+    embedding, with cond=None its null or negative prompt); None for none, or where it does not say."""
 
     shape: tuple[int, ...] | None = None
     classes: int | None = None
+    conditioning: str | None = None
 
 
 def signature(obj: Any) -> Signature:

@@ -63,7 +63,8 @@ def check_guide(main: Any, guide: Any, role: str = "guide") -> None:
     """The one compatibility check: UserInputError unless `guide` denoises what `main` denoises.
 
     main / guide: denoisers, network configs or `Signature`s; only what both declare is compared. Every
-    guide must work on the main model's samples (shape). role "autoguidance" (the same task and
+    guide must work on the main model's samples (shape) and, but for the unconditional model, take the
+    main model's kind of conditioning (a prompt's embedding, say). role "autoguidance" (the same task and
     conditioning, paper Sec. 3) needs the main model's classes; role "guide" accepts those or none (an
     unconditional guide of a conditional model, i.e. CFG); role "uncond" (CFG's guide, called without
     labels) must be unconditional.
@@ -74,6 +75,8 @@ def check_guide(main: Any, guide: Any, role: str = "guide") -> None:
         raise UserInputError(
             f"{name} works on {_shape_text(b.shape)} samples, the main model on {_shape_text(a.shape)}"
         )
+    if role != "uncond" and a.conditioning and b.conditioning and a.conditioning != b.conditioning:
+        raise UserInputError(f"{name} takes {b.conditioning} conditioning, the main model {a.conditioning}")
     if b.classes is None or a.classes is None:
         return
     if role == "uncond" and b.classes != 0:
@@ -163,7 +166,8 @@ def guided(
     guide derived from `main`, or `identity_denoiser` for truncation) with weight `w`; an unconditional
     guide of a class-conditional main model is called without labels (that is CFG). uncond: an
     unconditional model for an extra CFG term with weight `w_uncond`, called with cond=None (may be
-    `main` itself, for a network that maps None to its null label or empty prompt). The result is
+    `main` itself, for a network that maps None to its null label or empty/negative prompt: a main
+    model that declares neither classes nor other conditioning cannot have a CFG term). The result is
     D = D_1 + (w - 1)(D_1 - D_guide) + (w_uncond - 1)(D_1 - D_uncond) inside `interval`, or `main`
     itself when nothing guides. A weight other than 1 or an interval without a guide is an error rather
     than silently ignored.
@@ -179,8 +183,10 @@ def guided(
     if uncond is not None:
         if uncond is not main:
             check_guide(main, uncond, role="uncond")
-        if signature(main).classes == 0:
-            raise UserInputError("classifier-free guidance needs a class-conditional main model")
+        if signature(main).classes == 0 and signature(main).conditioning is None:
+            raise UserInputError(
+                "classifier-free guidance needs a conditional main model (class labels or a prompt)"
+            )
         terms.append(GuideTerm(without_condition(uncond), w_uncond))
     elif w_uncond != 1.0:
         raise UserInputError(f"CFG weight {w_uncond:g} needs an unconditional model")

@@ -16,6 +16,7 @@ from ..errors import RunFailedError, UserInputError
 from ..io.atomic import output_error
 from . import convert, experiment, generate, generate_diffusers, info, phema, sweep, toy, train, tune
 from .evaluate import evaluate as evaluate_command
+from .generate_text import generate_text as generate_text_command
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -36,6 +37,7 @@ for _command in (
     tune.tune,
     experiment.experiment,
     generate_diffusers.generate_diffusers_command,
+    generate_text_command,
 ):
     cli.add_command(_command)
 cli.add_command(toy.toy_sweep)

@@ -10,7 +10,9 @@ EMA exported by `autoguidance phema`), these degrade the main network at inferen
   input_noise   the guide sees x + r sigma n and is told sigma' = sigma sqrt(1 + r^2): a noisier view of
                 the same sample, so it denoises with less information. n is fresh Gaussian noise for
                 every sample and evaluation, drawn from a generator seeded by the sample's own values.
-  skip_blocks   named blocks reduced to their skip path (EDM2 blocks) or to the identity (other modules).
+  skip_blocks   named blocks reduced to their skip path (EDM2 blocks) or to the identity (diffusers'
+                residual blocks, SD3's joint blocks, other same-shape modules).
+  attention     self-attention at a raised temperature (`guides.attention`).
   quantize      weights rounded to `bits` bits per output row (uniform, symmetric).
   precision     the network run in bfloat16 or float16.
 
@@ -26,53 +28,26 @@ an input that is noisier than the network is told, which is what "a model that s
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import hashlib
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
-from ..denoiser import Signature, expand_sigma, signature
+from ..denoiser import expand_sigma
 from ..errors import UserInputError
 from ..nets.mp import pixel_norm
 from ..nets.unet import CLIP_ACT, Block, resample
+from .attention import AttentionTemperatureGuide
+from .base import DerivedGuide, hooked, named_modules, split_names
 
-WEAK_GUIDE_KINDS = ("dropout", "input-noise", "skip", "quantize", "precision")
-
-
-class _DerivedGuide(nn.Module):
-    """Base: holds the main network (shared, not copied) and mirrors its config."""
-
-    def __init__(self, net: nn.Module):
-        super().__init__()
-        self.net = net
-
-    @property
-    def config(self):  # the guide denoises the same images with the same conditioning
-        return self.net.config
-
-    @property
-    def signature(self) -> Signature:
-        return signature(self.net)
+WEAK_GUIDE_KINDS = ("dropout", "input-noise", "skip", "quantize", "precision", "attention")
 
 
-@contextlib.contextmanager
-def _hooked(register: Callable[[], list[Any]]) -> Iterator[None]:
-    """Hooks on the shared network's modules for the duration of one guide evaluation only: the main
-    model, which shares the modules, never sees them, and nothing stays attached afterwards."""
-    handles = register()
-    try:
-        yield
-    finally:
-        for h in handles:
-            h.remove()
-
-
-class DropoutGuide(_DerivedGuide):
+class DropoutGuide(DerivedGuide):
     """Inference-time dropout with masks fixed per seed on each residual branch (EDM2 blocks: the input
     of conv_res1, where EDM2 applies its training dropout; other networks: every nn.Dropout module)."""
 
@@ -108,11 +83,11 @@ class DropoutGuide(_DerivedGuide):
     def forward(self, x: torch.Tensor, sigma: torch.Tensor, cond: Any = None) -> torch.Tensor:
         if self.p == 0:
             return self.net(x, sigma, cond)
-        with _hooked(lambda: [m.register_forward_pre_hook(self._hook(n)) for n, m in self._targets]):
+        with hooked(lambda: [m.register_forward_pre_hook(self._hook(n)) for n, m in self._targets]):
             return self.net(x, sigma, cond)
 
 
-class InputNoiseGuide(_DerivedGuide):
+class InputNoiseGuide(DerivedGuide):
     """D_guide(x; sigma) = D(x + r sigma n; sigma sqrt(1 + r^2)), n ~ N(0, I) independent per sample and
     evaluation: each sample's n comes from a generator seeded by `seed` and a hash of that sample's x,
     so the guide is deterministic and a sample's result does not depend on its batch."""
@@ -155,38 +130,82 @@ def _edm2_skip_path(block: Block, x: torch.Tensor) -> torch.Tensor:
     return x.clamp(-CLIP_ACT, CLIP_ACT)
 
 
-class SkipBlocksGuide(_DerivedGuide):
-    """The main network with the named blocks skipped (see `block_names` for the names)."""
+# diffusers' residual blocks, whose skip path is the identity (input + branch, the branch dropped). Inner
+# layers of diffusers' blocks (attention, feed-forward, norms) sit inside a residual sum, where the identity
+# is not a skip (it would count the input twice): those are refused rather than silently mis-skipped.
+DIFFUSERS_BLOCKS = ("ResnetBlock2D", "Transformer2DModel", "BasicTransformerBlock", "JointTransformerBlock")
 
-    def __init__(self, net: nn.Module, names: Sequence[str]):
+
+def _skip_rule(module: nn.Module) -> str | None:
+    """How a module is skipped: "edm2" (its skip path), "identity", or None (it cannot be)."""
+    if isinstance(module, Block):
+        return "edm2"
+    kind = type(module).__name__
+    if not type(module).__module__.startswith("diffusers."):
+        return "identity"  # a plain module: it must keep its input's shape (checked when it runs)
+    if kind == "ResnetBlock2D":  # only one that neither resamples nor changes the channels
+        same = module.in_channels == module.out_channels and not (module.up or module.down)
+        return "identity" if same else None
+    return "identity" if kind in DIFFUSERS_BLOCKS else None
+
+
+def _skipped_output(module: nn.Module, name: str, args: tuple, kwargs: dict, output: Any) -> Any:
+    """The output of `module` reduced to its skip path, in the form its caller expects."""
+    if isinstance(module, Block):
+        return _edm2_skip_path(module, args[0])
+    hidden = args[0] if args else kwargs.get("hidden_states")
+    if type(module).__name__ == "JointTransformerBlock":  # SD3: (text tokens, image tokens), both kept
+        text = args[1] if len(args) > 1 else kwargs.get("encoder_hidden_states")
+        return (text if output[0] is not None else None, hidden)  # the last block returns no text
+    out = output[0] if isinstance(output, tuple) else getattr(output, "sample", output)
+    if not (torch.is_tensor(out) and torch.is_tensor(hidden)) or out.shape != hidden.shape:
+        raise UserInputError(f"skip guide: module {name!r} changes its input's shape; cannot skip it")
+    if isinstance(output, tuple):
+        return (hidden, *output[1:])
+    return type(output)(sample=hidden) if hasattr(output, "sample") else hidden
+
+
+class SkipBlocksGuide(DerivedGuide):
+    """The main network with the named blocks skipped while the guide evaluates it: EDM2 blocks reduced
+    to their skip path, diffusers' residual blocks (`DIFFUSERS_BLOCKS`; SD3's joint blocks pass image and
+    text tokens through) and other same-shape modules to the identity. Names are module names of `root`
+    (default `net`; e.g. the diffusers network inside a wrapping denoiser), as `block_names` lists them."""
+
+    def __init__(self, net: nn.Module, names: Sequence[str], root: nn.Module | None = None):
         super().__init__(net)
-        modules = dict(net.named_modules())
-        unknown = [n for n in names if n not in modules or n == ""]
-        if unknown:
-            hint = ", ".join(block_names(net)[:8])
-            raise UserInputError(f"skip guide: no module named {unknown[0]!r}; blocks include {hint}")
+        root = net if root is None else root
         self.names = list(names)
-        self._targets = [(n, modules[n]) for n in self.names]
+        modules = named_modules(root, self.names, "skip guide", block_names(root))
+        for n, m in modules.items():
+            if _skip_rule(m) is None:
+                hint = ", ".join(block_names(root)[:6])
+                raise UserInputError(
+                    f"skip guide: {n!r} is a {type(m).__name__}, not a skippable block; blocks include {hint}"
+                )
+        self._targets = list(modules.items())
 
     def _hook(self, name: str):
-        def post(module: nn.Module, args: tuple, output):
-            if isinstance(module, Block):
-                return _edm2_skip_path(module, args[0])
-            out = output[0] if isinstance(output, tuple) else output
-            if not isinstance(out, torch.Tensor) or out.shape != args[0].shape:
-                raise UserInputError(f"skip guide: module {name!r} changes its input's shape; cannot skip it")
-            return (args[0], *output[1:]) if isinstance(output, tuple) else args[0]
+        def post(module: nn.Module, args: tuple, kwargs: dict, output: Any) -> Any:
+            return _skipped_output(module, name, args, kwargs, output)
 
         return post
 
     def forward(self, x: torch.Tensor, sigma: torch.Tensor, cond: Any = None) -> torch.Tensor:
-        with _hooked(lambda: [m.register_forward_hook(self._hook(n)) for n, m in self._targets]):
+        def register() -> list[Any]:
+            return [m.register_forward_hook(self._hook(n), with_kwargs=True) for n, m in self._targets]
+
+        with hooked(register):
             return self.net(x, sigma, cond)
 
 
 def block_names(net: nn.Module) -> list[str]:
-    """Names that `SkipBlocksGuide` accepts for an EDM2 network (e.g. 'unet.dec.8x8_in0')."""
-    return [n for n, m in net.named_modules() if isinstance(m, Block)]
+    """Block names that `SkipBlocksGuide` accepts, e.g. 'unet.dec.8x8_in0' (EDM2), 'mid_block.attentions.0'
+    (a diffusers UNet), 'transformer_blocks.3' (SD3); other same-shape modules are accepted too."""
+    return [n for n, m in net.named_modules() if n and (isinstance(m, Block) or _is_diffusers_block(m))]
+
+
+def _is_diffusers_block(module: nn.Module) -> bool:
+    return type(module).__module__.startswith("diffusers.") and _skip_rule(module) is not None
 
 
 def quantize_weights(w: torch.Tensor, bits: int) -> torch.Tensor:
@@ -197,7 +216,7 @@ def quantize_weights(w: torch.Tensor, bits: int) -> torch.Tensor:
     return ((flat / step).round() * step).reshape(w.shape)
 
 
-class QuantizedGuide(_DerivedGuide):
+class QuantizedGuide(DerivedGuide):
     """A copy of the main network whose weight matrices (ndim >= 2) are quantised to `bits` bits.
     bits = 0 means no quantisation (the main network's own weights)."""
 
@@ -217,10 +236,12 @@ class QuantizedGuide(_DerivedGuide):
         return self.net(x, sigma, cond)
 
 
-def weak_guide(net: nn.Module, spec: str, seed: int = 0) -> nn.Module:
+def weak_guide(net: nn.Module, spec: str, seed: int = 0, root: nn.Module | None = None) -> nn.Module:
     """Parse KIND:VALUE (the CLI's --weak-guide) into a guide derived from `net`:
 
-    dropout:P, input-noise:R, skip:NAME[+NAME...], quantize:BITS, precision:bf16|fp16|fp32.
+    dropout:P, input-noise:R, skip:NAME[+NAME...], quantize:BITS, precision:bf16|fp16|fp32,
+    attention:TAU[:NAME+...] (self-attention at temperature 1 / TAU, `guides.attention`). Module names
+    are those of `root` (default `net`: give the wrapped network when `net` is a wrapping denoiser).
     """
     from ..wrappers.precision import (  # precision wraps any denoiser; imported lazily
         LowPrecision,
@@ -233,7 +254,9 @@ def weak_guide(net: nn.Module, spec: str, seed: int = 0) -> nn.Module:
         raise UserInputError(
             f"bad weak guide {spec!r}: expected KIND:VALUE with KIND one of {', '.join(WEAK_GUIDE_KINDS)}"
         )
-    if kind in ("dropout", "input-noise", "quantize"):
+    if kind == "attention":
+        value, _, where = value.partition(":")
+    if kind in ("dropout", "input-noise", "quantize", "attention"):
         try:
             number = int(value) if kind == "quantize" else float(value)
         except ValueError:
@@ -242,7 +265,9 @@ def weak_guide(net: nn.Module, spec: str, seed: int = 0) -> nn.Module:
             return DropoutGuide(net, number, seed)
         if kind == "input-noise":
             return InputNoiseGuide(net, number, seed)
+        if kind == "attention":
+            return AttentionTemperatureGuide(net, number, split_names(where), root=root)
         return QuantizedGuide(net, number)
     if kind == "skip":
-        return SkipBlocksGuide(net, [n.strip() for n in value.split("+") if n.strip()])
+        return SkipBlocksGuide(net, split_names(value), root=root)
     return LowPrecision(net, parse_dtype(value))
