@@ -21,7 +21,7 @@ import time
 
 import torch
 
-from autoguidance.generate import guided_denoiser
+from autoguidance.guidance import guided as guided_denoiser
 from autoguidance.io.networks import load_network
 from autoguidance.nets.precond import EDM2Denoiser, NetConfig
 from autoguidance.sampling import edm_sigmas, sample

@@ -53,3 +53,27 @@ def store_url(request, tmp_path):
     from postgres_server import new_database
 
     return new_database(request.getfixturevalue("postgres_server_url"))
+
+
+@pytest.fixture
+def torchrun_nodes():
+    """launch(nodes, *args): run `torchrun --nnodes N --nproc_per_node 1` N times side by side, each a
+    "node" joining one c10d rendezvous on 127.0.0.1 (as on N machines), and fail the test, showing the
+    end of stderr, unless every node succeeds."""
+    import socket
+
+    def launch(nodes: int, *args: str, timeout: float = 300) -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", str(nodes), "--nproc_per_node", "1"]
+        cmd += ["--rdzv_backend", "c10d", "--rdzv_endpoint", f"127.0.0.1:{port}", "--rdzv_id", "autoguidance"]
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        procs = [
+            subprocess.Popen([*cmd, *args], env=env, stderr=subprocess.PIPE, text=True) for _ in range(nodes)
+        ]
+        errors = [p.communicate(timeout=timeout)[1] for p in procs]
+        for p, err in zip(procs, errors, strict=True):
+            assert p.returncode == 0, err[-3000:]
+
+    return launch

@@ -21,7 +21,7 @@ from ..io import atomic
 from ..sweeps.models import ModelCache
 from ..sweeps.report import write_report
 from ..sweeps.store import ResultStore
-from .options import metric_source_options
+from .options import check_store, metric_source_options
 from .session import progress_default, run_plan_everywhere
 
 EXPERIMENTS = {
@@ -126,7 +126,9 @@ def experiment(
     """Run (or resume, or redraw) one of the paper's experiments: table1, sensitivity, curves,
     degradations, interpolation."""
     out = Path(out_dir)
+    atomic.check_dir(out, "--out")  # before any training, sampling or drawing
     store_path = store_path or str(out / "store.db")
+    check_store(store_path)
     if redraw:
         summary = write_report(ResultStore(store_path), name, out / name)
         n, m = len(summary["files"]), summary["measured"]
@@ -136,7 +138,6 @@ def experiment(
         if value < 1:
             raise UserInputError(f"--{flag} must be >= 1, got {value}")
     opts = _options(name, steps, samples, metric, ws, ema_main, ema_guide, guide_time, interval, rows)
-    atomic.check_dir(out, "--out")  # before any training or sampling
     prog = progress_default(progress)
     setup = Setup(
         out,

@@ -58,12 +58,12 @@ def generate_diffusers_command(
     dev = (
         "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
     )
+    out = atomic.check_dir(out_dir, "--out")  # before loading anything
     t0 = time.perf_counter()
     main = load_pipeline(model_path, dtype)
     guide = load_pipeline(guide_path, dtype) if guide_path else None
     settings = DiffusersSettings(seeds, guidance, cfg_guidance, class_label, steps, batch)
     images, labels = generate_diffusers(main, settings, guide, weak_guide, weak_guide_seed, dev)
-    out = Path(out_dir)
     for seed, image in zip(seeds, images, strict=True):
         save_png(out / f"seed{seed:06d}.png", image)
     meta = {

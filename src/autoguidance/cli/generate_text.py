@@ -170,7 +170,7 @@ def _plan(opts: dict):
             raise UserInputError("autoguidance (--guidance other than 1) needs a guide")
         if interval is not None and not has_guide and settings.cfg == 1.0:
             raise UserInputError("--interval needs guidance (a guide, or --cfg)")
-    atomic.check_dir(opts["out_dir"])
+    atomic.check_dir(opts["out_dir"], "--out")
     return {"settings": settings, "grid": grid}
 
 

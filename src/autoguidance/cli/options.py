@@ -16,12 +16,14 @@ import math
 import re
 from collections.abc import Callable, Iterator
 from importlib import metadata as importlib_metadata
+from pathlib import Path
 from typing import Any
 
 import click
 import torch
 
 from ..errors import UserInputError
+from ..io import atomic
 from ..io.edm2_presets import EDM2_PRESETS
 from ..sampling import SamplerSettings
 from .models import ModelOptions
@@ -149,6 +151,13 @@ def model_options(f: Callable) -> Callable:
     for option in reversed(_MODEL_OPTIONS):
         wrapper = option(wrapper)
     return wrapper
+
+
+def check_store(store: str, flag: str = "--store") -> None:
+    """A results store's location, before any work: a database URL is the server's business; a SQLite
+    file must be writable where it is (not a folder, its folder creatable)."""
+    if "://" not in str(store):
+        atomic.check_file(Path(store).expanduser(), flag)
 
 
 def versions() -> dict[str, str]:

@@ -12,11 +12,12 @@ from pathlib import Path
 import click
 
 from ..errors import UserInputError
+from ..io import atomic
 from ..sweeps.configs import read_sweep_file
 from ..sweeps.plan import Group, Plan
 from ..sweeps.report import write_report
 from ..sweeps.store import ResultStore
-from .options import metric_source_options
+from .options import check_store, metric_source_options
 from .session import progress_default, run_plan_everywhere
 
 
@@ -57,6 +58,10 @@ def sweep(sweep_file, store_path, cache_dir, extra, sources, batch, report_dir, 
     spec = read_sweep_file(sweep_file)
     if batch < 1:
         raise UserInputError(f"--batch must be >= 1, got {batch}")
+    check_store(store_path)
+    for folder, flag in ((cache_dir, "--cache"), (report_dir, "--report")):
+        if folder:
+            atomic.check_dir(folder, flag)
     metrics = [spec["metric"], *[m.strip() for m in extra.split(",") if m.strip()]]
     plan = sweep_plan(spec)
     cache = Path(cache_dir) if cache_dir else Path(store_path).expanduser().resolve().parent / "cache"

@@ -151,6 +151,7 @@ def toy_plot(out):
 
     from ..toy.figures import draw_figures, draw_front
 
+    atomic.check_dir(out, "--out")
     paths = list(draw_figures(out))
     sweep = Path(out) / "sweep.json"
     if sweep.exists():

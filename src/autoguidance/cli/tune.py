@@ -22,7 +22,7 @@ from ..sweeps.measure import MetricsMeasure, direction_of
 from ..sweeps.models import ModelCache
 from ..sweeps.store import ResultStore
 from ..sweeps.tune import Range, run_tune
-from .options import metric_source_options
+from .options import check_store, metric_source_options
 from .session import progress_default
 
 
@@ -110,8 +110,11 @@ def tune(
     if trials < 1:
         raise UserInputError(f"--trials must be >= 1, got {trials}")
     base, space = _search(main_run, guide_run, guide_at, w_text, ema_main, ema_guide, steps, samples)
+    check_store(store_path)
     if out_file:
         atomic.check_file(out_file, "--out")
+    if cache_dir:
+        atomic.check_dir(cache_dir, "--cache")
     d = distributed.setup(device)
     if d.world_size > 1:
         d.close()

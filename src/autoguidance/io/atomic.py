@@ -57,7 +57,8 @@ def check_dir(path: str | os.PathLike, flag: str = "the output folder") -> Path:
     Called before expensive work, so that a bad --out fails in a second rather than after training or
     sampling. Raises OutputPathError naming `flag` and the path: an existing file given as a folder, a
     parent that is a file, no write permission, a read-only file system. An existing folder is probed by
-    creating and removing a file in it; a missing one by the permissions of its nearest existing parent.
+    creating and removing a file in it; a missing one by creating and removing a folder in its nearest
+    existing parent.
     """
     path = Path(path)
     if path.exists() and not path.is_dir():
@@ -75,8 +76,10 @@ def check_dir(path: str | os.PathLike, flag: str = "the output folder") -> Path:
         parent = parent.parent
     if not parent.is_dir():
         raise OutputPathError(f"cannot create {flag} {path}: {parent} is a file, not a folder")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise OutputPathError(f"cannot create {flag} {path}: no permission to write in {parent}")
+    try:  # a probe, not os.access: /proc, immutable folders and read-only mounts answer only to trying
+        os.rmdir(tempfile.mkdtemp(prefix=".write-test.", dir=parent))
+    except OSError as exc:
+        raise output_error(path, exc, what=f"create {flag}") from None
     return path
 
 
