@@ -1,6 +1,6 @@
 """`autoguidance generate-diffusers`: images from a diffusers pipeline folder, autoguided by another
 pipeline's model or a training-free weak guide, optionally with CFG. A thin shell over
-`interop.diffusers_generate`."""
+`wrappers.pipelines.generate_diffusers`."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 Rank 0 runs the sweep (popping configurations from the store) and, before evaluating one, sends it to the
 other ranks as JSON (bytes in a tensor: nothing is unpickled); they join the sharded generation
-(`evaluate.generate` shards seeds by whole batches and gathers the images) and wait for the next one.
+(`evaluator.generate` shards seeds by whole batches and gathers the images) and wait for the next one.
 An empty message ends the loop. Without torchrun these are no-ops around the plain evaluator.
 """
 

@@ -1,7 +1,7 @@
 """Networks out of a finished (or running) training run: post-hoc EMA reconstruction from its snapshots.
 
 The snapshots of all tracked EMA lengths are combined by least squares (phema.py, EDM2 App. C.2) into the
-EMA of any sigma_rel at any snapshot's time, then written as ordinary network files (nets.io).
+EMA of any sigma_rel at any snapshot's time, then written as ordinary network files (io/networks.py).
 """
 
 from __future__ import annotations

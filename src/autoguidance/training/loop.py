@@ -207,7 +207,7 @@ def _trim_log(path: Path, step: int) -> None:
 
 
 def _write_networks(run_dir: Path, net: EDM2Denoiser, ema: PowerFunctionEMA, meta: dict[str, Any]) -> None:
-    """The run's products: raw final weights and one network per tracked EMA (nets.io format)."""
+    """The run's products: raw final weights and one network per tracked EMA (io/networks.py format)."""
     save_network(run_dir / FINAL_FILE, net, {**meta, "weights": "raw"})
     for i, (sigma_rel, gamma) in enumerate(zip(ema.sigma_rels, ema.gammas, strict=True)):
         ema_meta = {**meta, "weights": "ema", "sigma_rel": sigma_rel, "ema_gamma": gamma}
