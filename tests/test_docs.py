@@ -194,6 +194,10 @@ def test_shell_commands_run_as_written(block):
             check_benchmark(words, block.where)
         elif words[0] == "pip":
             check_pip(words, block.where)
+        elif words[0] == "optuna-dashboard":  # opens a committed store
+            assert words[1].startswith("sqlite:///"), f"{block.where}: {' '.join(words)}"
+            store = ROOT / words[1].removeprefix("sqlite:///")
+            assert store.is_file(), f"{block.where}: no store {words[1]}"
         else:
             pytest.fail(f"{block.where}: a command this test cannot check: {' '.join(words)}")
 
