@@ -97,8 +97,8 @@ def main() -> None:
                     )
                     wall = time.perf_counter() - t0
                     line = done.stderr.strip()
-                    rows.append({"command": name, "case": where, "exit": done.returncode, "wall_s": round(wall, 2),
-                                 "lines": len(line.splitlines()), "message": line})  # fmt: skip
+                    row = {"command": name, "case": where, "exit": done.returncode, "wall_s": round(wall, 2)}
+                    rows.append({**row, "lines": len(line.splitlines()), "message": line})
                     print(f"{name:18s} {where:22s} exit {done.returncode}  {wall:5.2f} s  {line[:90]}")
         finally:
             if os.geteuid() == 0:
