@@ -104,8 +104,9 @@ def main() -> None:
             if os.geteuid() == 0:
                 subprocess.run(["chattr", "-i", str(locked)])
     walls = [r["wall_s"] for r in rows]
-    summary = {"cases": len(rows), "all_exit_2_one_line": all(r["exit"] == 2 and r["lines"] == 1 for r in rows),
-               "wall_s_max": max(walls), "wall_s_median": sorted(walls)[len(walls) // 2]}  # fmt: skip
+    one_line = all(r["exit"] == 2 and r["lines"] == 1 for r in rows)
+    summary = {"cases": len(rows), "all_exit_2_one_line": one_line, "wall_s_max": max(walls)}
+    summary["wall_s_median"] = sorted(walls)[len(walls) // 2]
     print(json.dumps(summary))
     atomic.write_json(args.out, {"summary": summary, "rows": rows})
 
