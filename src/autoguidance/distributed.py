@@ -41,18 +41,17 @@ class Distributed:
 
     def max(self, value: float) -> float:
         """The largest value over all ranks (a collective), e.g. the slowest process's wall time."""
-        if self.world_size == 1:
-            return value
-        t = torch.tensor([value], dtype=torch.float64)
-        tdist.all_reduce(t, op=tdist.ReduceOp.MAX)
-        return float(t)
+        return self._reduce(value, tdist.ReduceOp.MAX)
 
     def sum(self, value: float) -> float:
         """The sum of a number over all ranks (a collective)."""
+        return self._reduce(value, tdist.ReduceOp.SUM)
+
+    def _reduce(self, value: float, op) -> float:
         if self.world_size == 1:
             return value
         t = torch.tensor([value], dtype=torch.float64)
-        tdist.all_reduce(t, op=tdist.ReduceOp.SUM)
+        tdist.all_reduce(t, op=op)
         return float(t)
 
     def barrier(self) -> None:

@@ -200,16 +200,6 @@ class TextPipeline:
         return (shape[1] // patch) * (shape[2] // patch)
 
 
-def _vae_config(src: Source) -> dict | None:
-    f = Path(src.where) / "vae" / "config.json"
-    if src.local and f.is_file():
-        try:
-            return json.loads(f.read_text())
-        except (OSError, ValueError):
-            return None
-    return None
-
-
 def _wrap(
     family: Family, source: str, pipe: Any, network: nn.Module, scheduler: Any, vae_cfg
 ) -> TextPipeline:
@@ -241,7 +231,7 @@ def load_text_pipeline(
     pipe.set_progress_bar_config(disable=True)
     network = getattr(pipe, family.network)
     network.eval()
-    return _wrap(family, src.where, pipe, network, pipe.scheduler, _vae_config(src))
+    return _wrap(family, src.where, pipe, network, pipe.scheduler, _component_config(src, "vae"))
 
 
 def pretrained_pipeline(src: Source, flag: str, dtype, variant, skip: dict) -> Any:
@@ -310,13 +300,13 @@ def load_guide(
             f"{flag} {src.where} is of family {family.name} ({family.pipeline}), the main model of family "
             f"{main.family.name} ({main.family.pipeline}): a guide must be of the main model's family"
         )
-    net_cfg = _component_config(src, family.network)
-    check_guide_config(main, net_cfg, _vae_config(src), flag)
+    net_cfg, vae_cfg = _component_config(src, family.network), _component_config(src, "vae")
+    check_guide_config(main, net_cfg, vae_cfg, flag)
     skip = {k: None for k in (*TEXT_PARTS, "vae", *UNUSED_PARTS) if k in src.config}
     pipe = pretrained_pipeline(src, flag, dtype, variant, skip)
     network = getattr(pipe, family.network)
     network.to(device).eval()
-    guide = _wrap(family, src.where, pipe, network, pipe.scheduler, _vae_config(src) or main.vae_config)
+    guide = _wrap(family, src.where, pipe, network, pipe.scheduler, vae_cfg or main.vae_config)
     check_guide_fits(main, guide, flag)
     return guide
 
