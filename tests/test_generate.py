@@ -183,7 +183,7 @@ def test_cli_writes_one_png_per_seed_and_metadata(ckpts, tmp_path):
         ]
     )
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["generate.json", "seed000000.png", "seed000001.png", "seed000002.png", "seed000010.png"]
+    assert names == ["generate-config.json", "generate.json"] + [f"seed{s:06d}.png" for s in (0, 1, 2, 10)]
     with Image.open(out / "seed000010.png") as im:
         assert im.size == (8, 8) and im.mode == "L"
     meta = json.loads((out / "generate.json").read_text())
@@ -249,7 +249,7 @@ def test_cli_grid_layout(ckpts, tmp_path, net, weights, seeds, rows, cols):
     meta = json.loads((tmp_path / "generate.json").read_text())
     assert len(meta["grid_layout"]["row_values"]) == rows
     assert len(meta["grid_layout"]["column_values"]) == cols
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["generate.json", "grid.png"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["generate-config.json", "generate.json", "grid.png"]
 
 
 @pytest.mark.slow
