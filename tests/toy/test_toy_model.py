@@ -112,7 +112,9 @@ def test_recipes_and_model_seeds():
     assert all(m["gain_init"] == 0 and m["warmup"] == 0 for m in paper.values())
     assert paper["uncond"]["classes"] == [0, 1] and paper["guide"]["width"] == 32
     ours = model_specs("default", 2)
-    assert [ours[k]["seed"] for k in ("main", "guide", "uncond")] == [7, 8, 9]
+    # The default guide is the main run stopped early: same width and seed, 1/8 of the iterations.
+    assert [ours[k]["seed"] for k in ("main", "guide", "uncond")] == [7, 7, 9]
+    assert {**ours["guide"], "iterations": 4096} == ours["main"] and ours["guide"]["iterations"] == 512
     assert all(m["gain_init"] < 0 for m in ours.values())
     guide = model_specs("default", 0, guide_width=16, guide_iterations=100, guide_ema=0.05)["guide"]
     assert (guide["width"], guide["iterations"], guide["ema_sigma_rel"]) == (16, 100, 0.05)

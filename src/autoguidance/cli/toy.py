@@ -40,7 +40,7 @@ def model_options(fn):
             help="Training recipe: ours (every seed lands in the good basin) or the paper's.",
         ),
         click.option("--model-seed", type=int, default=0, show_default=True, help="Seeds the three models."),
-        click.option("--guide-width", type=int, default=None, help="Autoguidance guide's width [32]."),
+        click.option("--guide-width", type=int, default=None, help="Autoguidance guide's width [64; paper recipe 32]."),
         click.option("--guide-iterations", type=int, default=None, help="Guide's training iterations [512]."),
         click.option(
             "--guide-ema", callback=_finite_float, default=None, help="Guide's EMA length sigma_rel [0.01]."
@@ -51,7 +51,7 @@ def model_options(fn):
             "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True
         ),
         click.option("--quick", is_flag=True, help="Tiny models, few samples: a smoke test, NOT meaningful."),
-        click.option("--retrain", is_flag=True, help="Train the models again even if saved ones match."),
+        click.option("--retrain", is_flag=True, help="Train the models again, even where saved or shipped ones match."),
         click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bars."),
     ]
     for option in reversed(options):
@@ -82,7 +82,7 @@ def make_settings(out, quick, samples, **kw):
 @click.command()
 @model_options
 @click.option(
-    "--guidance", callback=_finite_float, default="3", show_default=True, help="Autoguidance weight w."
+    "--guidance", callback=_finite_float, default="2.5", show_default=True, help="Autoguidance weight w."
 )
 @click.option("--cfg-guidance", callback=_finite_float, default="4", show_default=True, help="CFG weight w.")
 @click.option(
@@ -93,7 +93,8 @@ def make_settings(out, quick, samples, **kw):
     help="Score scale of naive truncation.",
 )
 def toy(out, retrain, progress, **kw):
-    """Train the three toy models, sample five ways, measure, and draw Figures 1, 2 and 9."""
+    """Sample the toy five ways with its three models (the default recipe's ship with the package; others
+    are trained), measure, and draw Figures 1, 2 and 9."""
     from ..toy.experiment import run_toy
 
     settings = make_settings(out, **kw)
