@@ -40,7 +40,7 @@ def model_options(fn):
             help="Training recipe: ours (every seed lands in the good basin) or the paper's.",
         ),
         click.option("--model-seed", type=int, default=0, show_default=True, help="Seeds the three models."),
-        click.option("--guide-width", type=int, default=None, help="Autoguidance guide's width [64; paper recipe 32]."),
+        click.option("--guide-width", type=int, default=None, help="Guide width [64; paper: 32]."),
         click.option("--guide-iterations", type=int, default=None, help="Guide's training iterations [512]."),
         click.option(
             "--guide-ema", callback=_finite_float, default=None, help="Guide's EMA length sigma_rel [0.01]."
@@ -51,7 +51,7 @@ def model_options(fn):
             "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True
         ),
         click.option("--quick", is_flag=True, help="Tiny models, few samples: a smoke test, NOT meaningful."),
-        click.option("--retrain", is_flag=True, help="Train the models again, even where saved or shipped ones match."),
+        click.option("--retrain", is_flag=True, help="Train the models even if saved or shipped ones match."),
         click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bars."),
     ]
     for option in reversed(options):
@@ -63,7 +63,7 @@ TOY_FLAGS = {
     name: "--" + name.replace("_", "-")
     for name in (
         "recipe", "model_seed", "guide_width", "guide_iterations", "guide_ema", "samples", "seed", "guidance",
-        "cfg_guidance", "truncation", "weights",
+        "cfg_guidance", "truncation", "weights", "truncation_scales",
     )
 }  # fmt: skip
 
@@ -125,20 +125,30 @@ def toy(out, retrain, progress, **kw):
     "--weights",
     default="1,1.25,1.5,2,2.5,3,3.5,4",
     show_default=True,
-    help="Guidance strengths (truncation: score scales), comma-separated, each >= 1.",
+    help="Guidance strengths of autoguidance and CFG, comma-separated, each >= 1.",
 )
-def toy_sweep(out, retrain, progress, weights, **kw):
-    """Outliers and branch TV against guidance strength for autoguidance, CFG and truncation: sweep.json
-    and the trade-off front front.png (models of OUT reused, trained if missing)."""
-    from ..toy.sweep import front_table, parse_weights, run_sweep
+@click.option(
+    "--truncation-scales",
+    default="1,1.02,1.04,1.06,1.08,1.1,1.15,1.25,1.5",
+    show_default=True,
+    help="Score scales of naive truncation, comma-separated, each >= 1.",
+)
+def toy_sweep(out, retrain, progress, weights, truncation_scales, **kw):
+    """Outliers, branch TV, depth TV and recall against guidance strength for autoguidance, CFG and
+    truncation, and each method at autoguidance's outlier levels: sweep.json and the trade-off front
+    front.png (models of OUT reused; shipped or trained if missing)."""
+    from ..toy.sweep import comparison_table, front_table, parse_weights, run_sweep
 
     with renamed_fields(TOY_FLAGS):
         w = parse_weights(weights)
+        scales = parse_weights(truncation_scales, "truncation_scales")
     if kw["samples"] is None and not kw["quick"]:
         kw["samples"] = 8192
     settings = make_settings(out, **kw)
-    result = run_sweep(settings, out, w, retrain=retrain, progress=progress)
+    result = run_sweep(settings, out, w, retrain=retrain, progress=progress, truncation_scales=scales)
     click.echo(front_table(result))
+    click.echo("\nat autoguidance's outlier levels (interpolated along each curve):")
+    click.echo(comparison_table(result))
     if "note" in result:
         click.echo(f"NOTE: {result['note']}")
     click.echo(f"sweep {result['timings']['sweep']:.1f} s; wrote {out}/sweep.json, front.png")

@@ -267,15 +267,21 @@ FRONT_COLORS = {"autoguidance": "#20a040", "cfg": "#d04040", "truncation": "#406
 
 
 def draw_front(result: dict, path: Path) -> None:
-    """The trade-off front of the w sweep: outliers against branch TV (left) and against depth TV
-    (right, where mass goes), one curve per method, w written along each."""
-    fig, axes = plt.subplots(1, 2, figsize=(13, 5.4), constrained_layout=True)
-    for ax, key, label in (
-        (axes[0], "branch_tv", "branch TV (lost or reshuffled branches)"),
-        (axes[1], "depth_tv", "depth TV (mass moved between branch depths)"),
-    ):
+    """The trade-off front of the w sweep: outliers against branch TV (lost or reshuffled branches), depth
+    TV (where mass goes) and missed exact samples (1 - recall), one curve per method, w written along."""
+    fig, axes = plt.subplots(1, 3, figsize=(19, 6), layout="constrained")
+    panels = (
+        ("branch_tv", "branch TV (lost or reshuffled branches)"),
+        ("depth_tv", "depth TV (mass moved between branch depths)"),
+        ("missed", "1 - recall (exact samples with no generated one near)"),
+    )
+    for ax, (key, label) in zip(axes, panels, strict=True):
+
+        def value(p, key=key):
+            return 1.0 - p["recall"] if key == "missed" else p[key]
+
         for method, curve in result["curves"].items():
-            xs = [p[key] for p in curve]
+            xs = [value(p) for p in curve]
             ys = [100 * p["outlier_fraction"] for p in curve]
             ax.plot(xs, ys, "o-", color=FRONT_COLORS.get(method), label=TITLES.get(method, method), ms=4)
             for p, x, y in zip(curve, xs, ys, strict=True):
@@ -289,15 +295,16 @@ def draw_front(result: dict, path: Path) -> None:
                         color=FRONT_COLORS.get(method),
                     )
         gt = result["ground_truth"]
-        ax.plot([gt[key]], [100 * gt["outlier_fraction"]], "k*", ms=11, label="ground truth (exact samples)")
+        ax.plot([value(gt)], [100 * gt["outlier_fraction"]], "k*", ms=11, label="ground truth (exact)")
         u = result["unguided"]
-        ax.plot([u[key]], [100 * u["outlier_fraction"]], "ks", ms=7, mfc="none", label="unguided (w = 1)")
+        ax.plot([value(u)], [100 * u["outlier_fraction"]], "ks", ms=7, mfc="none", label="unguided (w = 1)")
         ax.set_xlabel(label)
         ax.set_ylabel("outliers (% of samples below the 1% density quantile)")
         ax.set_xlim(left=0)
         ax.set_ylim(bottom=0)
         ax.grid(alpha=0.3)
-    axes[1].legend(loc="center right", fontsize=9)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=len(labels), fontsize=9)
     s = result["settings"]
     guide = s["models"]["guide"]
     fig.suptitle(

@@ -69,8 +69,8 @@ def ship(models_dir: Path, dest: Path = SHIPPED_DIR) -> list[Path]:
     for name in ("main", "guide", "uncond"):
         src = models_dir / f"{name}.safetensors"
         meta = checkpoint.read_metadata(src, "toy model")
-        training = meta["training"]
-        target = dest / f"{name}-w{training['width']}-it{training['iterations']}-s{training['seed']}.safetensors"
+        t = meta["training"]
+        target = dest / f"{name}-w{t['width']}-it{t['iterations']}-s{t['seed']}.safetensors"
         atomic.write_with(target, lambda tmp, src=src: shutil.copyfile(src, tmp))
         written.append(target)
     return written
