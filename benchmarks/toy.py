@@ -1,12 +1,13 @@
-"""Time the toy reproduction stage by stage (a fresh run: models retrained) and its two hot spots.
+"""Time the toy reproduction stage by stage in a fresh folder, and its two hot spots.
 
-    python benchmarks/toy.py [--quick] [--out DIR] [--threads N]
+    python benchmarks/toy.py [--quick] [--retrain] [--out DIR] [--threads N]
 
-This is what `make demo` runs (three models, five methods, metrics, Figures 1, 2 and 9); --threads 1
-measures it on one core, as on a busy shared machine.
+This is what `make demo` runs (the shipped models, five methods, metrics, Figures 1, 2 and 9);
+--retrain trains the three models first (what `autoguidance toy --retrain` does); --threads 1 measures
+it on one core, as on a busy shared machine.
 
-Prints a table and writes benchmarks/results/toy.json. For scale: the paper's reference code trains the
-main toy model at about 4 iterations/s on this 2-core CPU (~17 min), about 25 minutes for the whole run.
+Prints a table and writes benchmarks/results/toy.json (toy-retrain.json with --retrain). For scale: the
+paper's reference code trains the main toy model at about 4 iterations/s on this 2-core CPU (~17 min).
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", default=None, help="run folder (default: a temporary one)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--retrain", action="store_true", help="train the models instead of the shipped")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -68,10 +70,10 @@ def main() -> None:
         out = Path(args.out or tmp)
         settings = ToySettings.create(quick=args.quick, device="cpu")
         start, cpu_start = time.perf_counter(), time.process_time()
-        metrics = run_toy(settings, out, retrain=True, progress=False)
+        metrics = run_toy(settings, out, retrain=args.retrain, progress=False)
         wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
     timings = metrics["timings"]
-    main_its = settings.models["main"]["iterations"] / timings["train_main"]
+    main_its = settings.models["main"]["iterations"] / timings["train_main"] if args.retrain else None
     result = {
         "machine": {
             "cpu_count": os.cpu_count(),
@@ -86,7 +88,7 @@ def main() -> None:
         "cpu_seconds": cpu,
         "stages_seconds": timings,
         "main_iterations_per_s": main_its,
-        "speedup_vs_reference_main_training": main_its / REFERENCE_MAIN_ITERATIONS_PER_S,
+        "speedup_vs_reference_main_training": main_its and main_its / REFERENCE_MAIN_ITERATIONS_PER_S,
         "hot_spots_seconds": spots,
         "kernel_speedup_vs_tensor_ops": spots["exact_score_tensor_ops_s"] / spots["exact_score_kernel_s"],
         "methods": metrics["methods"],
@@ -96,14 +98,16 @@ def main() -> None:
         print(f"{name:<24}{sec:>10.2f}")
     print(f"{'wall':<24}{wall:>10.2f}")
     print(f"{'cpu (this process)':<24}{cpu:>10.2f}")
-    speedup = result["speedup_vs_reference_main_training"]
-    print(f"main model: {main_its:.1f} it/s = {speedup:.1f}x the reference's 4 it/s")
+    if main_its:
+        speedup = result["speedup_vs_reference_main_training"]
+        print(f"main model: {main_its:.1f} it/s = {speedup:.1f}x the reference's 4 it/s")
     print(
         f"exact score, 4096 x 1016: kernel {1e3 * spots['exact_score_kernel_s']:.1f} ms vs tensor ops "
         f"{1e3 * spots['exact_score_tensor_ops_s']:.1f} ms ({result['kernel_speedup_vs_tensor_ops']:.1f}x); "
         f"MLP step {1e3 * spots['mlp_double_backward_step_s']:.1f} ms"
     )
-    path = Path(__file__).parent / "results" / ("toy-quick.json" if args.quick else "toy.json")
+    name = "toy" + ("-quick" if args.quick else "") + ("-retrain" if args.retrain else "")
+    path = Path(__file__).parent / "results" / f"{name}.json"
     atomic.write_json(path, result)
     print(f"wrote {path}")
 

@@ -81,10 +81,10 @@ class _Source:
     show_default=True,
     help=f"Comma-separated: {', '.join(evaluation.METRICS)}.",
 )
-@click.option("--inception-weights", default=None, help="TorchScript Inception-v3 file for fid (see README).")
 @click.option(
-    "--dinov2-weights", default=None, help="Hugging Face DINOv2 directory for fd_dinov2 (see README)."
+    "--inception-weights", default=None, help="Inception-v3 TorchScript for fid; docs/evaluation.md."
 )
+@click.option("--dinov2-weights", default=None, help="DINOv2 folder for fd_dinov2; docs/evaluation.md.")
 @click.option("--batch", type=int, default=64, show_default=True, help="Images per step over all processes.")
 @device_option
 @progress_option

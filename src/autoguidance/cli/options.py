@@ -207,7 +207,7 @@ _METRIC_SOURCE_OPTIONS = (
         "detector instead of computing --reference's statistics. Repeatable.",
     ),
     click.option(
-        "--inception-weights", default=None, help="TorchScript Inception-v3 file for fid (see README)."
+        "--inception-weights", default=None, help="Inception-v3 TorchScript for fid; docs/evaluation.md."
     ),
     click.option("--dinov2-weights", default=None, help="Hugging Face DINOv2 directory for fd_dinov2."),
 )

@@ -43,7 +43,7 @@ class Setup:
 
     out: Path
     dataset: str = "mnist"
-    duration: int = 327_680  # T, in images (the README's s model)
+    duration: int = 327_680  # T, in images (the MNIST s model of results/README.md)
     batch: int = 64
     overrides: dict[str, Path] = field(default_factory=dict)
     device: str | None = None
