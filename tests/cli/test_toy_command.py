@@ -80,6 +80,8 @@ def test_sweep_reuses_models_and_draws_front(quick_run, capsys):
         "256",
         "--weights",
         "1,2.5",
+        "--truncation-scales",
+        "1.05,1",
         "--out",
         str(out),
     ]
@@ -88,9 +90,13 @@ def test_sweep_reuses_models_and_draws_front(quick_run, capsys):
     assert (out / "models" / "main.safetensors").stat().st_mtime_ns == before
     sweep = json.loads((out / "sweep.json").read_text())
     assert set(sweep["curves"]) == {"autoguidance", "cfg", "truncation"}
-    for curve in sweep["curves"].values():
-        assert [p["w"] for p in curve] == [1.0, 2.5]
+    for method, curve in sweep["curves"].items():
+        assert [p["w"] for p in curve] == ([1.0, 1.05] if method == "truncation" else [1.0, 2.5])
         assert curve[0] == sweep["unguided"]  # w = 1 is the unguided model for every method
+    (row,) = sweep["at_equal_outliers"]  # one per autoguidance strength above 1
+    assert row["autoguidance"]["w"] == 2.5
+    assert row["outliers"] == sweep["curves"]["autoguidance"][1]["outlier_fraction"]
+    assert "at autoguidance's outlier levels" in stdout
     assert (out / "front.png").stat().st_size > 0 and "NOT meaningful" in stdout
 
 
@@ -138,11 +144,12 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, args, message):
     assert not out.exists()
 
 
+@pytest.mark.parametrize("flag", ["--weights", "--truncation-scales"])
 @pytest.mark.parametrize("weights", ["0.5,2", "1,x", "1,nan"])
-def test_sweep_bad_weights_is_exit_2(tmp_path, capsys, weights):
+def test_sweep_bad_weights_is_exit_2(tmp_path, capsys, weights, flag):
     out = tmp_path / "o"
-    code, _, err = run_cli(["toy-sweep", "--quick", "--weights", weights, "--out", str(out)], capsys)
-    assert code == 2 and err.count("\n") == 1 and "--weights" in err
+    code, _, err = run_cli(["toy-sweep", "--quick", flag, weights, "--out", str(out)], capsys)
+    assert code == 2 and err.count("\n") == 1 and flag in err
     assert not out.exists()
 
 
