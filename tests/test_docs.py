@@ -5,7 +5,8 @@
   autoguidance ...` and `torchrun ... -m autoguidance ...` through the click group's subcommand
   (`make_context`, so unknown flags, bad choices and missing required options fail without running
   anything); `make TARGET` names a Makefile target; `python benchmarks/X.py` names a script that has
-  every flag given; `pip install -e '.[extras]'` names extras that exist.
+  every flag given; `python -m autoguidance.MODULE` names a runnable module; `pip install -e
+  '.[extras]'` names extras that exist.
 - Python blocks compile, and every `from autoguidance... import name` exists.
 - JSON blocks parse; a sweep file (one with a "grid") passes the sweep parser.
 - The README's API example, and every block marked `<!-- doc-test: run -->`, runs in a temporary
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import importlib.util
 import json
 import re
 import shlex
@@ -163,6 +165,12 @@ def check_benchmark(words: list[str], where: str) -> None:
         )
 
 
+def check_module_main(module: str, where: str) -> None:
+    spec = importlib.util.find_spec(module)
+    assert spec is not None and spec.origin, f"{where}: no module {module}"
+    assert 'if __name__ == "__main__":' in Path(spec.origin).read_text(), f"{where}: {module} is not runnable"
+
+
 def check_pip(words: list[str], where: str) -> None:
     tomllib = pytest.importorskip("tomllib")  # Python 3.11+
     extras = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"])
@@ -194,6 +202,10 @@ def test_shell_commands_run_as_written(block):
             check_benchmark(words, block.where)
         elif words[0] == "pip":
             check_pip(words, block.where)
+        elif words[0] == "export":  # thread settings for what follows
+            assert all(re.fullmatch(r"[A-Z_]+=\S+", w) for w in words[1:]), f"{block.where}: {words}"
+        elif words[:2] == ["python", "-m"] and words[2].startswith("autoguidance."):
+            check_module_main(words[2], block.where)
         elif words[0] == "optuna-dashboard":  # opens a committed store
             assert words[1].startswith("sqlite:///"), f"{block.where}: {' '.join(words)}"
             store = ROOT / words[1].removeprefix("sqlite:///")
