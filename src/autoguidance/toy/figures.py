@@ -185,7 +185,7 @@ def figure9(arrays: dict, metrics: dict, path: Path) -> None:
         "CFG guide p₀\n(unconditional: classes A + B)",
         "CFG ratio log(p₁/p₀)",
         f"CFG guided, w = {s['cfg_guidance']:g}\np₁ (p₁/p₀)^(w-1) + samples",
-        "autoguidance guide p₀\n(class A, smaller & shorter trained)",
+        f"autoguidance guide p₀\n(class A, {_guide_words(s['models'])})",
         "autoguidance ratio log(p₁/p₀)",
         f"autoguided, w = {s['guidance']:g}\np₁ (p₁/p₀)^(w-1) + samples",
     ]
@@ -264,6 +264,17 @@ def draw_figures(out: str | Path) -> tuple[Path, ...]:
 
 
 FRONT_COLORS = {"autoguidance": "#20a040", "cfg": "#d04040", "truncation": "#4060d0"}
+
+
+def _guide_words(models: dict) -> str:
+    """How the autoguidance guide is weaker than the main model, from their training settings."""
+    main, guide = models["main"], models["guide"]
+    words = []
+    if guide["width"] < main["width"]:
+        words.append(f"width {guide['width']}")
+    if guide["iterations"] < main["iterations"]:
+        words.append(f"{guide['iterations']} of {main['iterations']} it.")
+    return ", ".join(words) or "as trained as the main model"
 
 
 def draw_front(result: dict, path: Path) -> None:
