@@ -109,6 +109,10 @@ def toy(out, retrain, progress, **kw):
             f"{m['within_depth_tv']:>8.3f}{m['outer_depth_ratio']:>7.2f}{m['recall']:>8.3f}{m['recall_outer']:>8.3f}"
         )
     click.echo("\n".join(rows))
+    unguided, ag = (metrics["methods"][k]["outlier_fraction"] for k in ("unguided", "autoguidance"))
+    if unguided > 0:
+        removed = 100 * (1 - ag / unguided)
+        click.echo(f"autoguidance, w = {settings.guidance:g}: {removed:.1f}% fewer outliers than unguided")
     losses = ", ".join(f"{k} {v['heldout_loss']:.4f}" for k, v in metrics["models"].items())
     click.echo(f"exact held-out loss: {losses}")
     if "note" in metrics:
