@@ -84,3 +84,25 @@ def test_retraining_at_one_thread_reproduces_the_shipped_files_bit_for_bit(tmp_p
             assert json.dumps(fresh_meta[key]) == json.dumps(shipped_meta[key]), (name, key)
         assert fresh_meta["software"]["torch_threads"] == 1
         assert fresh_meta["train_seconds"] != shipped_meta["train_seconds"]  # trained, not copied
+
+
+def test_ship_copies_a_runs_models_under_their_settings_and_refuses_a_missing_one(tmp_path, capsys):
+    from autoguidance.toy.shipped import main as ship_main
+    from autoguidance.toy.shipped import ship
+
+    models = tmp_path / "run" / "models"
+    models.mkdir(parents=True)
+    for name, spec in model_specs("default", 1).items():
+        (models / f"{name}.safetensors").write_bytes(shipped_model(spec).read_bytes())
+    dest = tmp_path / "weights"
+    written = ship(models, dest)
+    assert [p.name for p in written] == [
+        "main-w64-it4096-s4.safetensors",
+        "guide-w64-it512-s4.safetensors",
+        "uncond-w64-it512-s6.safetensors",
+    ]
+    assert all(p.read_bytes() == shipped_model(model_specs("default", 1)[p.name.split("-")[0]]).read_bytes()
+               for p in written)  # fmt: skip
+    assert ship_main([str(tmp_path / "nowhere")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not found" in err

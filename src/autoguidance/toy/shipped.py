@@ -14,6 +14,7 @@ for M = 0..4.
 
 from __future__ import annotations
 
+import json
 import platform
 import shutil
 import sys
@@ -23,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..errors import UserInputError
 from ..io import atomic, checkpoint
 
 SHIPPED_DIR = Path(__file__).parent / "weights"
@@ -46,8 +48,6 @@ def software() -> dict:
 @cache
 def _index() -> dict[str, Path]:
     """Shipped file by the JSON of its training settings (read from the headers, no tensor data)."""
-    import json
-
     found = {}
     for path in sorted(SHIPPED_DIR.glob("*.safetensors")):
         training = checkpoint.read_metadata(path, "shipped toy model").get("training")
@@ -57,14 +57,12 @@ def _index() -> dict[str, Path]:
 
 def shipped_model(training: dict) -> Path | None:
     """The shipped file trained with exactly these settings, or None."""
-    import json
-
     return _index().get(json.dumps(training, sort_keys=True))
 
 
 def ship(models_dir: Path, dest: Path = SHIPPED_DIR) -> list[Path]:
     """Copy the main, guide and uncond models of one training run into the package, named by their
-    settings' seeds (main-s1.safetensors, ...). Equal settings share one file."""
+    width, iterations and seed (main-w64-it4096-s1.safetensors, ...)."""
     written = []
     for name in ("main", "guide", "uncond"):
         src = models_dir / f"{name}.safetensors"
@@ -76,6 +74,18 @@ def ship(models_dir: Path, dest: Path = SHIPPED_DIR) -> list[Path]:
     return written
 
 
+def main(argv: list[str]) -> int:
+    if len(argv) != 1:
+        print("usage: python -m autoguidance.toy.shipped OUT/models", file=sys.stderr)
+        return 2
+    try:
+        for path in ship(Path(argv[0])):
+            print(path)
+    except UserInputError as exc:
+        print(f"autoguidance: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 if __name__ == "__main__":
-    for path in ship(Path(sys.argv[1])):
-        print(path)
+    sys.exit(main(sys.argv[1:]))
