@@ -126,3 +126,61 @@ def test_each_trial_carries_its_varying_fields_as_optuna_parameters(store_url):
     assert {"params_w", "params_main_ema"} <= set(frame.columns)
     importance = optuna.importance.get_param_importances(study)
     assert set(importance) == {"w", "main_ema"}
+
+
+def _popped_twice(tmp_path):
+    """One waiting trial taken by two workers' `ask` at the same moment, as SQLite (no row locks) allows:
+    two Trial objects of one RUNNING trial."""
+    from autoguidance.sweeps.worker import enqueue_missing
+
+    store = ResultStore(tmp_path / "s.db")
+    study = store.study("s")
+    enqueue_missing(store, study, CONFIGS[:1])
+    first = study.ask()
+    second = optuna.trial.Trial(study, first._trial_id)
+    return store, study, first, second
+
+
+def test_a_trial_popped_by_two_workers_is_told_once_and_neither_fails(tmp_path, monkeypatch):
+    from autoguidance.sweeps import worker as w
+
+    store, study, a, b = _popped_twice(tmp_path)
+    params = w.varying_fields(CONFIGS)
+    # Both sign before either looks again: both measure; the second tell finds the trial finished.
+    monkeypatch.setattr(w, "worker_identity", lambda: {"host": "h", "pid": 1})
+    config_a = w._claim(store, study, a, "fd", False, params)
+    monkeypatch.setattr(w, "worker_identity", lambda: {"host": "h", "pid": 2})
+    config_b = w._claim(store, study, b, "fd", False, params)
+    assert config_a == config_b == CONFIGS[0]
+    told_by_b = []
+
+    def b_tells_meanwhile(name):  # b finishes the trial between a's record and a's tell
+        if name == "recorded" and not told_by_b:
+            told_by_b.append("started")
+            told_by_b.append(w._measure(store, study, b, config_b, objective, "fd"))
+
+    monkeypatch.setattr(w, "failpoint", b_tells_meanwhile)
+    assert w._measure(store, study, a, config_a, objective, "fd") is None  # optuna refused a's tell
+    assert told_by_b == ["started", objective(CONFIGS[0])["metrics"]]
+    (row,) = store.rows("s")
+    assert row.value == objective(CONFIGS[0])["metrics"]["fd"]
+
+
+def test_of_two_workers_signing_one_trial_only_the_last_measures_it(tmp_path, monkeypatch):
+    from autoguidance.sweeps import worker as w
+
+    store, study, a, b = _popped_twice(tmp_path)
+    params = w.varying_fields(CONFIGS)
+    claims = {}
+
+    def b_signs_meanwhile(name):  # worker b signs between a's signature and a's second look
+        if name == "claimed" and not claims:
+            claims["b"] = None
+            monkeypatch.setattr(w, "worker_identity", lambda: {"host": "h", "pid": 2})
+            claims["b"] = w._claim(store, study, b, "fd", False, params)
+
+    monkeypatch.setattr(w, "failpoint", b_signs_meanwhile)
+    monkeypatch.setattr(w, "worker_identity", lambda: {"host": "h", "pid": 1})
+    assert w._claim(store, study, a, "fd", False, params) is None  # a leaves it to b
+    assert claims["b"] == CONFIGS[0]
+    assert study.get_trials()[0].user_attrs["worker"] == {"host": "h", "pid": 2}

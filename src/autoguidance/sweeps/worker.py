@@ -131,27 +131,45 @@ def _is_duplicate(study, trial) -> bool:
     return False
 
 
+def _tell(study, trial, value: float | None = None, state=None) -> bool:
+    """Finish a trial; False when it was finished already by another worker: one that took this worker
+    for dead, or one that popped the same trial (SQLite has no row locks, so two workers' `ask` can take
+    one waiting trial at the same moment)."""
+    try:
+        study.tell(trial, value, state=state)
+    except _optuna().exceptions.UpdateFinishedTrialError:
+        return False
+    except ValueError:  # optuna's "Cannot tell a COMPLETE/FAIL trial"
+        if study._storage.get_trial(trial._trial_id).state.is_finished():
+            return False
+        raise
+    return True
+
+
 def _claim(store: ResultStore, study, trial, metric: str, reuse: bool, params: dict[str, Any]):
     """Take a popped trial: None when it is not ours to measure (a fresh trial because the queue ran
-    empty, or a duplicate), (config, metrics) when copied from another study, else its config."""
+    empty, a duplicate, or one another worker popped at the same moment), (config, metrics) when copied
+    from another study, else its config."""
     S = _states()
     if "key" not in trial.user_attrs:  # another worker emptied the queue between our look and ask
-        study.tell(trial, state=S.FAIL)
+        _tell(study, trial, state=S.FAIL)
         return None
-    study._storage.set_trial_user_attr(trial._trial_id, "worker", worker_identity())
+    me = worker_identity()
+    study._storage.set_trial_user_attr(trial._trial_id, "worker", me)
     failpoint("claimed")
+    if study._storage.get_trial(trial._trial_id).user_attrs.get("worker") != me:
+        return None  # popped twice: the worker that signed last measures it
     _record_params(trial, params)
     if _is_duplicate(study, trial):
         study._storage.set_trial_user_attr(trial._trial_id, "dropped", "duplicate")
-        study.tell(trial, state=S.FAIL)
+        _tell(study, trial, state=S.FAIL)
         return None
     config = trial.user_attrs["config"]
     found = store.lookup(trial.user_attrs["key"], metric) if reuse else None
     if found is not None:  # measured by another experiment in this store: copy, do not redo
         study._storage.set_trial_user_attr(trial._trial_id, "metrics", found.metrics)
         study._storage.set_trial_user_attr(trial._trial_id, "info", found.info)
-        study.tell(trial, float(found.metrics[metric]))
-        return config, found.metrics
+        return (config, found.metrics) if _tell(study, trial, float(found.metrics[metric])) else None
     return config
 
 
@@ -232,7 +250,8 @@ def _work_left(store: ResultStore, study, configs, keys: set[str], wait: bool, p
 
 def _measure(store: ResultStore, study, trial, config, evaluate: Evaluate, metric: str):
     """Evaluate a claimed configuration while keeping its trial alive, and record it; its metrics, or
-    None when another worker took this one for dead meanwhile (and redoes it)."""
+    None when another worker finished the trial meanwhile (it took this one for dead and redoes it, or
+    it measured the same trial, popped twice, and told it first)."""
     S = _states()
     try:
         with store.keep_alive(study, trial._trial_id):
@@ -241,20 +260,24 @@ def _measure(store: ResultStore, study, trial, config, evaluate: Evaluate, metri
             result = evaluate(config)
             seconds = time.perf_counter() - t0
             failpoint("evaluated")
+    except _optuna().exceptions.UpdateFinishedTrialError:
+        return None  # finished by another worker before this one could stamp it alive
     except BaseException:
-        study.tell(trial, state=S.FAIL)  # a restart redoes it at once
+        _tell(study, trial, state=S.FAIL)  # a restart redoes it at once
         raise
     metrics = result.get("metrics", {})
     if metric not in metrics:
-        study.tell(trial, state=S.FAIL)
+        _tell(study, trial, state=S.FAIL)
         raise UserInputError(f"metric {metric!r} was not measured; measured: {sorted(metrics)}")
     info = {**result.get("info", {}), "seconds": seconds, "worker": worker_identity()}
     try:
         study._storage.set_trial_user_attr(trial._trial_id, "metrics", metrics)
         study._storage.set_trial_user_attr(trial._trial_id, "info", info)
         failpoint("recorded")
-        study.tell(trial, float(metrics[metric]))
+        told = _tell(study, trial, float(metrics[metric]))
         failpoint("told")
     except _optuna().exceptions.UpdateFinishedTrialError:
-        return None  # another worker took us for dead (no sign of life within the grace period)
-    return metrics
+        told = False
+    # Not told: another worker took us for dead (no sign of life within the grace period) and redoes it,
+    # or measured the same popped trial and told it first.
+    return metrics if told else None
