@@ -23,22 +23,9 @@ from screen import parse_guide, parse_main  # noqa: E402
 
 from autoguidance.io import atomic  # noqa: E402
 from autoguidance.seeds import parse_seeds  # noqa: E402
-
-# isort: split
-# (autoguidance.toy.experiment/metrics are first-party in the current package, not in older
-# checkouts: kept in a block of their own so the import order holds for both)
 from autoguidance.toy.experiment import ToySettings, run_toy  # noqa: E402
 
-METRICS = (
-    "outlier_fraction",
-    "branch_tv",
-    "depth_tv",
-    "within_depth_tv",
-    "outer_depth_ratio",
-    "recall",
-    "recall_outer",
-    "mean_logp",
-)
+METRICS = lib.METRICS
 
 
 def summary(runs: dict) -> dict:

@@ -21,9 +21,6 @@ sys.path.insert(0, str(Path(__file__).parent))
 import lib  # noqa: E402
 from screen import parse_guide, parse_main  # noqa: E402
 
-# isort: split
-# (autoguidance.toy.experiment/metrics are first-party in the current package, not in older
-# checkouts: kept in a block of their own so the import order holds for both)
 from autoguidance.toy.experiment import ToySettings, run_toy  # noqa: E402
 
 

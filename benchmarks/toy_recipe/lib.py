@@ -20,7 +20,7 @@ for _v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
 
 import json  # noqa: E402
 import time  # noqa: E402
-from dataclasses import replace  # noqa: E402
+from dataclasses import fields, replace  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -31,12 +31,6 @@ torch.set_num_threads(1)
 from autoguidance.io import atomic  # noqa: E402
 from autoguidance.sampling import edm_sigmas, sample  # noqa: E402
 from autoguidance.seeds import SeedStreams  # noqa: E402
-from autoguidance.toy.mixture import ToyMixture  # noqa: E402
-from autoguidance.toy.train import ToyTrainConfig  # noqa: E402
-
-# isort: split
-# (autoguidance.toy.experiment/metrics are first-party in the current package, not in older
-# checkouts: kept in a block of their own so the import order holds for both)
 from autoguidance.toy.experiment import (  # noqa: E402
     DEFAULT_RECIPE,
     ToySettings,
@@ -44,23 +38,22 @@ from autoguidance.toy.experiment import (  # noqa: E402
     initial_latents,
     obtain_model,
 )
-from autoguidance.toy.metrics import RecallReference, outlier_threshold, toy_metrics  # noqa: E402
+from autoguidance.toy.metrics import (  # noqa: E402
+    RecallReference,
+    ToyMetrics,
+    outlier_threshold,
+    toy_metrics,
+)
+from autoguidance.toy.mixture import ToyMixture  # noqa: E402
+from autoguidance.toy.train import ToyTrainConfig  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]  # the repository root
 OUT = ROOT / "out" / "research"  # model and run caches (not committed)
 RESULTS = ROOT / "benchmarks" / "results" / "toy_recipe"
 SETTINGS = ToySettings()  # sampler, tau and recall reference exactly as `run_toy` uses them
-KEYS = (
-    "outlier_fraction",
-    "branch_tv",
-    "depth_tv",
-    "within_depth_tv",
-    "outer_depth_ratio",
-    "recall",
-    "recall_outer",
-    "mean_logp",
-    "depth_mass",
-)
+# Every scalar metric of `toy_metrics`, and with them the per-depth masses.
+METRICS = tuple(f.name for f in fields(ToyMetrics) if f.name not in ("num_samples", "depth_mass"))
+KEYS = (*METRICS, "depth_mass")
 
 
 def tag(cfg: ToyTrainConfig) -> str:
@@ -86,45 +79,32 @@ def get_model(cfg: ToyTrainConfig, retrain: bool = False):
     return model, {**meta, **info, "file_bytes": path.stat().st_size}
 
 
-def main_cfg(seed: int, iterations=2048, batch=2048, lr=2e-2, ema=0.010, width=64, **kw) -> ToyTrainConfig:
-    """Main model of model seed m (training seed 3m + 1), the default recipe's other fields."""
+def _cfg(name: str, training_seed: int, width, iterations, batch, lr, ema, **kw) -> ToyTrainConfig:
+    """One of the default recipe's three models with the searched fields set."""
     return replace(
-        DEFAULT_RECIPE["main"],
-        seed=3 * seed + 1,
+        DEFAULT_RECIPE[name],
+        seed=training_seed,
+        width=width,
         iterations=iterations,
         batch_size=batch,
         lr_ref=lr,
         ema_sigma_rel=ema,
-        width=width,
         **kw,
     )
+
+
+def main_cfg(seed: int, iterations=2048, batch=2048, lr=2e-2, ema=0.010, width=64, **kw) -> ToyTrainConfig:
+    """Main model of model seed m (training seed 3m + 1), the default recipe's other fields."""
+    return _cfg("main", 3 * seed + 1, width, iterations, batch, lr, ema, **kw)
 
 
 def guide_cfg(seed: int, width=32, iterations=512, batch=2048, lr=2e-2, ema=0.010, same_seed=False, **kw):
     """Autoguidance guide of model seed m (training seed 3m + 2, or the main model's 3m + 1)."""
-    return replace(
-        DEFAULT_RECIPE["guide"],
-        seed=3 * seed + (1 if same_seed else 2),
-        width=width,
-        iterations=iterations,
-        batch_size=batch,
-        lr_ref=lr,
-        ema_sigma_rel=ema,
-        **kw,
-    )
+    return _cfg("guide", 3 * seed + (1 if same_seed else 2), width, iterations, batch, lr, ema, **kw)
 
 
 def uncond_cfg(seed: int, width=32, iterations=512, batch=2048, lr=2e-2, ema=0.010, **kw):
-    return replace(
-        DEFAULT_RECIPE["uncond"],
-        seed=3 * seed + 3,
-        width=width,
-        iterations=iterations,
-        batch_size=batch,
-        lr_ref=lr,
-        ema_sigma_rel=ema,
-        **kw,
-    )
+    return _cfg("uncond", 3 * seed + 3, width, iterations, batch, lr, ema, **kw)
 
 
 class Evaluator:
