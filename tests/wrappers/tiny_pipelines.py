@@ -151,29 +151,31 @@ def sdxl(seed: int = 0):
     )
 
 
+# IF's UNet (stage I, and stage II with the low-res image beside the noisy one): eps and learned variance
+# out, T5 embeddings projected in, text added to the time embedding.
+IF_UNET = dict(
+    layers_per_block=1,
+    block_out_channels=(8, 16),
+    down_block_types=("ResnetDownsampleBlock2D", "SimpleCrossAttnDownBlock2D"),
+    mid_block_type="UNetMidBlock2DSimpleCrossAttn",
+    up_block_types=("SimpleCrossAttnUpBlock2D", "ResnetUpsampleBlock2D"),
+    out_channels=6,
+    cross_attention_dim=32,
+    attention_head_dim=4,
+    addition_embed_type="text",
+    addition_embed_type_num_heads=2,
+    cross_attention_norm="group_norm",
+    resnet_time_scale_shift="scale_shift",
+    act_fn="gelu",
+    norm_num_groups=4,
+)
+
+
 def if_unet(seed: int, text_width: int = WIDTH):
     from diffusers import UNet2DConditionModel
 
     torch.manual_seed(seed)
-    return UNet2DConditionModel(
-        sample_size=8,
-        layers_per_block=1,
-        block_out_channels=(8, 16),
-        down_block_types=("ResnetDownsampleBlock2D", "SimpleCrossAttnDownBlock2D"),
-        mid_block_type="UNetMidBlock2DSimpleCrossAttn",
-        up_block_types=("SimpleCrossAttnUpBlock2D", "ResnetUpsampleBlock2D"),
-        in_channels=3,
-        out_channels=6,
-        cross_attention_dim=32,
-        encoder_hid_dim=text_width,
-        attention_head_dim=4,
-        addition_embed_type="text",
-        addition_embed_type_num_heads=2,
-        cross_attention_norm="group_norm",
-        resnet_time_scale_shift="scale_shift",
-        act_fn="gelu",
-        norm_num_groups=4,
-    ).eval()
+    return UNet2DConditionModel(**IF_UNET, sample_size=8, in_channels=3, encoder_hid_dim=text_width).eval()
 
 
 def if_scheduler():
@@ -229,24 +231,7 @@ def if_stage2(seed: int = 5):
 
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(
-        sample_size=16,
-        layers_per_block=1,
-        block_out_channels=(8, 16),
-        down_block_types=("ResnetDownsampleBlock2D", "SimpleCrossAttnDownBlock2D"),
-        mid_block_type="UNetMidBlock2DSimpleCrossAttn",
-        up_block_types=("SimpleCrossAttnUpBlock2D", "ResnetUpsampleBlock2D"),
-        in_channels=6,
-        out_channels=6,
-        cross_attention_dim=32,
-        encoder_hid_dim=WIDTH,
-        attention_head_dim=4,
-        addition_embed_type="text",
-        addition_embed_type_num_heads=2,
-        cross_attention_norm="group_norm",
-        resnet_time_scale_shift="scale_shift",
-        act_fn="gelu",
-        norm_num_groups=4,
-        class_embed_type="timestep",
+        **IF_UNET, sample_size=16, in_channels=6, encoder_hid_dim=WIDTH, class_embed_type="timestep"
     ).eval()
     return IFSuperResolutionPipeline(
         tokenizer=None,
