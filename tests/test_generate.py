@@ -15,10 +15,10 @@ from autoguidance.distributed import gather_sharded, shard_seeds
 from autoguidance.generate import generate_images
 from autoguidance.guidance import guided
 from autoguidance.images import make_grid
-from autoguidance.io.networks import load_network, save_network
+from autoguidance.io.networks import load_network
 from autoguidance.nets.precond import EDM2Denoiser
 from autoguidance.sampling import SamplerSettings, edm_sigmas
-from untrained import untrained
+from untrained import save_untrained
 
 STEPS = 4  # 7 evaluations per image: enough to exercise Heun and the interval, fast on a CPU
 SAMPLER = SamplerSettings(steps=STEPS)
@@ -39,10 +39,7 @@ def ckpts(tmp_path_factory) -> dict[str, Path]:
         "cond5": ("xxs", 8, 5),
         "res32": ("xxs", 32, 10),
     }
-    paths = {}
-    for key, (name, res, labels) in specs.items():
-        paths[key] = folder / f"{key}.safetensors"
-        save_network(paths[key], untrained(name, res, labels), {"dataset": "test", "preset": name})
+    paths = save_untrained(folder, specs, dataset="test")
     paths["corrupt"] = folder / "corrupt.safetensors"
     paths["corrupt"].write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all")
     return paths

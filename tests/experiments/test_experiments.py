@@ -14,7 +14,7 @@ from autoguidance.errors import UserInputError  # noqa: E402
 from autoguidance.generate import generate_images  # noqa: E402
 from autoguidance.guidance import guided  # noqa: E402
 from autoguidance.guides import DropoutGuide, InputNoiseGuide  # noqa: E402
-from autoguidance.io.networks import load_network, save_network  # noqa: E402
+from autoguidance.io.networks import load_network  # noqa: E402
 from autoguidance.sampling import SamplerSettings  # noqa: E402
 from autoguidance.sweeps.configs import expand, normalise, parse_sweep  # noqa: E402
 from autoguidance.sweeps.evaluator import ImageEvaluator, generate  # noqa: E402
@@ -24,7 +24,7 @@ from autoguidance.sweeps.report import write_report  # noqa: E402
 from autoguidance.sweeps.store import ResultStore  # noqa: E402
 from autoguidance.training.export import export_phema  # noqa: E402
 from autoguidance.training.loop import TrainConfig, train  # noqa: E402
-from untrained import untrained  # noqa: E402
+from untrained import save_untrained  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -39,11 +39,7 @@ def nets(tmp_path_factory):
         "uncond": ("xxs", 8, 0),
         "res32": ("xxs", 32, 10),
     }
-    paths = {}
-    for key, (name, res, labels) in specs.items():
-        paths[key] = folder / f"{key}.safetensors"
-        save_network(paths[key], untrained(name, res, labels), {"preset": name})
-    return paths
+    return save_untrained(folder, specs)
 
 
 @pytest.fixture(scope="module")

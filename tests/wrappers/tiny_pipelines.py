@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import torch
 
+from untrained import tiny_vae
+
 WORDS = "a photo of cat dog red blue house tree the an on in painting small big".split()
 VOCAB = {"<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3, **{w: i + 4 for i, w in enumerate(WORDS)}}
 WIDTH = 16  # text encoders' hidden size
@@ -50,22 +52,7 @@ def _clip(seed: int, projection: bool = False, width: int = WIDTH):
 
 
 def vae(seed: int = 0, channels: int = 4, shift: float | None = None, scaling: float = 0.5):
-    from diffusers import AutoencoderKL
-
-    torch.manual_seed(seed)
-    return AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        latent_channels=channels,
-        block_out_channels=(8, 8),
-        down_block_types=("DownEncoderBlock2D",) * 2,
-        up_block_types=("UpDecoderBlock2D",) * 2,
-        layers_per_block=1,
-        norm_num_groups=4,
-        sample_size=16,
-        scaling_factor=scaling,
-        shift_factor=shift,
-    ).eval()
+    return tiny_vae(seed, channels, scaling_factor=scaling, shift_factor=shift)
 
 
 def sd_unet(seed: int, cross: int = WIDTH, in_channels: int = 4, widths=(8, 16)):
