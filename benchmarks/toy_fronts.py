@@ -22,9 +22,7 @@ import torch
 from autoguidance.io import atomic
 from autoguidance.seeds import parse_seeds
 from autoguidance.toy.experiment import ToySettings
-from autoguidance.toy.sweep import COMPARED, run_sweep
-
-METHODS = ("autoguidance", "cfg", "truncation")
+from autoguidance.toy.sweep import COMPARED, SWEEP_METHODS, run_sweep
 
 
 def sweep_of(seed: int, root: Path, samples: int) -> dict:
@@ -44,7 +42,7 @@ def summarise(sweeps: dict[int, dict]) -> list[dict]:
     summary = []
     for w, rows in sorted(by_w.items()):
         entry = {"w": w, "seeds": len(rows), "outliers": float(np.mean([r["outliers"] for r in rows]))}
-        for method in METHODS:
+        for method in SWEEP_METHODS:
             reached = [r[method] for r in rows if r.get(method) is not None]
             entry[method] = {
                 "seeds_reached": len(reached),
@@ -61,7 +59,7 @@ def markdown(summary: list[dict]) -> str:
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for e in summary:
-        for method in METHODS:
+        for method in SWEEP_METHODS:
             m = e[method]
             if not m["seeds_reached"]:
                 lines.append(f"| {e['w']:g} | {e['outliers']:.4f} | {method} | 0/{e['seeds']} | | | | | |")
@@ -96,7 +94,7 @@ def main() -> None:
         },
         "fewest_outliers": {
             method: [min(p["outlier_fraction"] for p in s["curves"][method]) for s in sweeps.values()]
-            for method in METHODS
+            for method in SWEEP_METHODS
         },
     }
     path = Path(__file__).parent / "results" / "toy_fronts.json"

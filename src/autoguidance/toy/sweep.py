@@ -138,7 +138,7 @@ def comparison_table(result: dict) -> str:
     header = f"{'outliers':>9}  {'method':<13}{'strength':>9}{'depth_tv':>10}{'recall':>8}{'branch_tv':>11}"
     rows = [header]
     for row in result.get("at_equal_outliers", []):
-        for method in ("autoguidance", "cfg", "truncation"):
+        for method in SWEEP_METHODS:
             if method not in row:
                 continue
             m, head = row[method], f"{row['outliers']:>9.4f}  {method:<13}"
